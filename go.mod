@@ -1,0 +1,17 @@
+module github.com/devmem-go/devmem
+
+go 1.26
+
+require (
+	github.com/ebitengine/purego v0.11.3
+	github.com/google/go-cmp v0.7.0
+	github.com/mdlayher/genetlink v1.4.0
+	github.com/mdlayher/netlink v1.11.2
+	github.com/mdlayher/socket v0.8.0
+	golang.org/x/sys v0.50.0
+)
+
+require (
+	golang.org/x/net v0.61.0 // indirect
+	golang.org/x/sync v0.24.0 // indirect
+)
