@@ -1,0 +1,311 @@
+package devmem
+
+import "sync"
+
+// Direction is the direction of a queue or of a binding. The values are the
+// kernel's enum netdev_queue_type.
+type Direction uint32
+
+const (
+	// DirectionRX is a receive queue, or a binding made by BindRX.
+	DirectionRX Direction = 0 // NETDEV_QUEUE_TYPE_RX
+	// DirectionTX is a transmit queue, or a binding made by BindTX.
+	DirectionTX Direction = 1 // NETDEV_QUEUE_TYPE_TX
+)
+
+func (d Direction) String() string {
+	switch d {
+	case DirectionRX:
+		return "rx"
+	case DirectionTX:
+		return "tx"
+	}
+	return "Direction(" + itoa(uint64(d)) + ")"
+}
+
+// BindRXOptions are the optional parts of a bind-rx request. The zero value
+// asks for nothing beyond the defaults.
+type BindRXOptions struct {
+	// RXPageSize, when not 0, asks the driver to use buffers of this many
+	// bytes (a power of two, at least the page size) for the bound queues
+	// (NETDEV_A_DMABUF_RX_PAGE_SIZE). Few drivers support it; the dma-buf's
+	// scatter-gather entries must be aligned to it.
+	RXPageSize uint32
+}
+
+// A Binding is a dma-buf bound to a netdev for devmem TCP, by BindRX or
+// BindTX. The kernel ties the binding to the netlink socket that made it: the
+// Binding owns that socket (opened close-on-exec, so child processes do not
+// inherit it) and Close unbinds. There is no finalizer: a Binding that is
+// dropped without Close stays bound until the process exits.
+type Binding struct {
+	id      uint32
+	ifindex int
+	queues  []int
+	dir     Direction
+
+	mu     sync.Mutex
+	conn   interface{ Close() error }
+	closed bool
+}
+
+// ID returns the kernel's id of the binding. It is the dmabuf_id of received
+// frags and the id a TX socket names in SCM_DEVMEM_DMABUF.
+func (b *Binding) ID() uint32 { return b.id }
+
+// Ifindex returns the index of the bound netdev.
+func (b *Binding) Ifindex() int { return b.ifindex }
+
+// Queues returns the RX queues the dma-buf is bound to (nil for a TX
+// binding).
+func (b *Binding) Queues() []int {
+	if b.queues == nil {
+		return nil
+	}
+	return append([]int(nil), b.queues...)
+}
+
+// Direction reports whether the binding is for receive or transmit.
+func (b *Binding) Direction() Direction { return b.dir }
+
+// Close unbinds the dma-buf by closing the binding's netlink socket. The
+// kernel restarts RX queues without the dma-buf; tokens received earlier stay
+// valid until they are returned. Close is idempotent: later calls return nil.
+func (b *Binding) Close() error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.closed {
+		return nil
+	}
+	b.closed = true
+	c := b.conn
+	b.conn = nil
+	if c == nil {
+		return nil
+	}
+	if err := c.Close(); err != nil {
+		return &Error{Op: "close binding", Err: err}
+	}
+	return nil
+}
+
+// Device is a netdev as the netdev netlink family describes it (dev-get).
+type Device struct {
+	Ifindex int
+	// XDPFeatures is the NETDEV_XDP_ACT_* mask of supported XDP features.
+	XDPFeatures uint64
+	// XDPZeroCopyMaxSegs is the maximum number of frags an AF_XDP zero-copy
+	// frame may span.
+	XDPZeroCopyMaxSegs uint32
+	// XDPRXMetadataFeatures is the NETDEV_XDP_RX_METADATA_* mask.
+	XDPRXMetadataFeatures uint64
+	// XSKFeatures is the NETDEV_XSK_FLAGS_* mask.
+	XSKFeatures uint64
+}
+
+// Queue is one RX or TX queue of a netdev (queue-get).
+type Queue struct {
+	ID      int
+	Ifindex int
+	Type    Direction
+	// NAPIID is the id of the NAPI instance serving the queue (0 if none is
+	// reported).
+	NAPIID uint32
+	// DMABuf is the id of the devmem binding whose dma-buf backs this RX
+	// queue, 0 when none does.
+	DMABuf uint32
+	// IOUring is true when an io_uring zero-copy receive area backs the
+	// queue.
+	IOUring bool
+	// XSK is true when an AF_XDP socket uses the queue.
+	XSK bool
+}
+
+// PagePool is a kernel page pool (page-pool-get). A pool that serves a bound
+// RX queue reports the binding's id in DMABuf.
+type PagePool struct {
+	ID      uint64
+	Ifindex int // 0 once the netdev is gone
+	NAPIID  uint64
+	// Inflight is the number of buffers handed out and not yet returned
+	// (for devmem: including frags whose tokens user space still holds).
+	Inflight uint64
+	// InflightMem is the memory held by those buffers, in bytes.
+	InflightMem uint64
+	// DetachTime is when the pool's driver let go of it, in seconds of
+	// CLOCK_BOOTTIME; 0 while attached. A detached pool lingers until every
+	// in-flight buffer is back.
+	DetachTime uint64
+	// DMABuf is the id of the devmem binding providing the pool's memory, 0
+	// when none does.
+	DMABuf uint32
+	// IOUring is true when io_uring zero-copy receive provides the memory.
+	IOUring bool
+}
+
+// QStat names one queue statistics counter of qstats-get. The values are the
+// kernel's NETDEV_A_QSTATS_* attribute types.
+type QStat uint16
+
+// The counters qstats-get may report. Drivers report only those they keep.
+const (
+	QStatRXPackets          QStat = 8  // NETDEV_A_QSTATS_RX_PACKETS
+	QStatRXBytes            QStat = 9  // NETDEV_A_QSTATS_RX_BYTES
+	QStatTXPackets          QStat = 10 // NETDEV_A_QSTATS_TX_PACKETS
+	QStatTXBytes            QStat = 11 // NETDEV_A_QSTATS_TX_BYTES
+	QStatRXAllocFail        QStat = 12 // NETDEV_A_QSTATS_RX_ALLOC_FAIL
+	QStatRXHWDrops          QStat = 13 // NETDEV_A_QSTATS_RX_HW_DROPS
+	QStatRXHWDropOverruns   QStat = 14 // NETDEV_A_QSTATS_RX_HW_DROP_OVERRUNS
+	QStatRXCsumComplete     QStat = 15 // NETDEV_A_QSTATS_RX_CSUM_COMPLETE
+	QStatRXCsumUnnecessary  QStat = 16 // NETDEV_A_QSTATS_RX_CSUM_UNNECESSARY
+	QStatRXCsumNone         QStat = 17 // NETDEV_A_QSTATS_RX_CSUM_NONE
+	QStatRXCsumBad          QStat = 18 // NETDEV_A_QSTATS_RX_CSUM_BAD
+	QStatRXHWGROPackets     QStat = 19 // NETDEV_A_QSTATS_RX_HW_GRO_PACKETS
+	QStatRXHWGROBytes       QStat = 20 // NETDEV_A_QSTATS_RX_HW_GRO_BYTES
+	QStatRXHWGROWirePackets QStat = 21 // NETDEV_A_QSTATS_RX_HW_GRO_WIRE_PACKETS
+	QStatRXHWGROWireBytes   QStat = 22 // NETDEV_A_QSTATS_RX_HW_GRO_WIRE_BYTES
+	QStatRXHWDropRatelimits QStat = 23 // NETDEV_A_QSTATS_RX_HW_DROP_RATELIMITS
+	QStatTXHWDrops          QStat = 24 // NETDEV_A_QSTATS_TX_HW_DROPS
+	QStatTXHWDropErrors     QStat = 25 // NETDEV_A_QSTATS_TX_HW_DROP_ERRORS
+	QStatTXCsumNone         QStat = 26 // NETDEV_A_QSTATS_TX_CSUM_NONE
+	QStatTXNeedsCsum        QStat = 27 // NETDEV_A_QSTATS_TX_NEEDS_CSUM
+	QStatTXHWGSOPackets     QStat = 28 // NETDEV_A_QSTATS_TX_HW_GSO_PACKETS
+	QStatTXHWGSOBytes       QStat = 29 // NETDEV_A_QSTATS_TX_HW_GSO_BYTES
+	QStatTXHWGSOWirePackets QStat = 30 // NETDEV_A_QSTATS_TX_HW_GSO_WIRE_PACKETS
+	QStatTXHWGSOWireBytes   QStat = 31 // NETDEV_A_QSTATS_TX_HW_GSO_WIRE_BYTES
+	QStatTXHWDropRatelimits QStat = 32 // NETDEV_A_QSTATS_TX_HW_DROP_RATELIMITS
+	QStatTXStop             QStat = 33 // NETDEV_A_QSTATS_TX_STOP
+	QStatTXWake             QStat = 34 // NETDEV_A_QSTATS_TX_WAKE
+	qstatFirst                    = QStatRXPackets
+	qstatLast                     = QStatTXWake
+)
+
+var qstatNames = [...]string{
+	"rx-packets", "rx-bytes", "tx-packets", "tx-bytes", "rx-alloc-fail",
+	"rx-hw-drops", "rx-hw-drop-overruns", "rx-csum-complete",
+	"rx-csum-unnecessary", "rx-csum-none", "rx-csum-bad", "rx-hw-gro-packets",
+	"rx-hw-gro-bytes", "rx-hw-gro-wire-packets", "rx-hw-gro-wire-bytes",
+	"rx-hw-drop-ratelimits", "tx-hw-drops", "tx-hw-drop-errors",
+	"tx-csum-none", "tx-needs-csum", "tx-hw-gso-packets", "tx-hw-gso-bytes",
+	"tx-hw-gso-wire-packets", "tx-hw-gso-wire-bytes", "tx-hw-drop-ratelimits",
+	"tx-stop", "tx-wake",
+}
+
+// String returns the kernel's name of the counter, such as "rx-alloc-fail".
+func (s QStat) String() string {
+	if s >= qstatFirst && s <= qstatLast {
+		return qstatNames[s-qstatFirst]
+	}
+	return "QStat(" + itoa(uint64(s)) + ")"
+}
+
+// QStats is one record of qstats-get: the counters of one queue, or of a
+// whole netdev.
+type QStats struct {
+	Ifindex int
+	// PerQueue is true for a queue's record; then Type and QueueID say which
+	// queue.
+	PerQueue bool
+	Type     Direction
+	QueueID  int
+	// Values holds the counters the driver reported. A counter the driver
+	// does not keep is absent, not 0.
+	Values map[QStat]uint64
+}
+
+// Get returns the value of counter s and whether the driver reported it.
+func (q *QStats) Get(s QStat) (uint64, bool) {
+	v, ok := q.Values[s]
+	return v, ok
+}
+
+// BindRX binds buf to RX queues of the netdev with index ifindex
+// (bind-rx, Linux 6.12). It needs CAP_NET_ADMIN, tcp-data-split enabled and
+// hds-thresh 0 on the device (see NIC). opts may be nil.
+//
+// The returned Binding owns a new netlink socket; Close it to unbind. buf may
+// be closed once BindRX returns: the kernel holds its own reference.
+//
+// Kernel refusals are *Error values carrying the kernel's message; errors.Is
+// matches their errno (for example unix.EINVAL, unix.EEXIST for a queue that
+// is already bound), os.ErrPermission, os.ErrNotExist (no such device) and
+// ErrNotSupported (driver, or a kernel before 6.12).
+func BindRX(ifindex int, buf *DMABuf, queues []int, opts *BindRXOptions) (*Binding, error) {
+	if buf == nil {
+		return nil, &Error{Op: "bind-rx", Err: errNilDMABuf}
+	}
+	return bindRX(ifindex, buf.FD(), queues, opts)
+}
+
+// BindTX binds buf to the netdev with index ifindex for devmem transmit
+// (bind-tx, Linux 6.16; no privilege needed). Close the Binding to unbind.
+// Errors are as for BindRX.
+func BindTX(ifindex int, buf *DMABuf) (*Binding, error) {
+	if buf == nil {
+		return nil, &Error{Op: "bind-tx", Err: errNilDMABuf}
+	}
+	return bindTX(ifindex, buf.FD())
+}
+
+var errNilDMABuf = errorString("nil *DMABuf")
+
+type errorString string
+
+func (e errorString) Error() string { return string(e) }
+
+// Netdev is a client of the netdev generic netlink family for queries. It is
+// not safe for concurrent use. Bindings made through it still own sockets of
+// their own.
+type Netdev struct {
+	c *netdevConn
+}
+
+// DialNetdev opens a netdev netlink client. Close it when done.
+func DialNetdev() (*Netdev, error) {
+	c, err := dialNetdev()
+	if err != nil {
+		return nil, err
+	}
+	return &Netdev{c: c}, nil
+}
+
+// Close closes the client's socket.
+func (n *Netdev) Close() error { return n.c.close() }
+
+// Device describes the netdev with index ifindex (dev-get).
+func (n *Netdev) Device(ifindex int) (*Device, error) { return n.c.device(ifindex) }
+
+// Queues lists the RX and TX queues of a netdev (queue-get dump, Linux
+// 6.12 for the dmabuf attribute). A bound RX queue reports its binding's id
+// in DMABuf.
+func (n *Netdev) Queues(ifindex int) ([]Queue, error) { return n.c.queues(ifindex) }
+
+// Queue describes one queue (queue-get). An unknown queue matches
+// os.ErrNotExist only if the kernel reports ENOENT/ENODEV; most report
+// EINVAL.
+func (n *Netdev) Queue(ifindex int, typ Direction, id int) (*Queue, error) {
+	return n.c.queue(ifindex, typ, id)
+}
+
+// PagePools lists the page pools of a netdev (page-pool-get dump); ifindex 0
+// lists those of every netdev, including orphaned ones.
+func (n *Netdev) PagePools(ifindex int) ([]PagePool, error) { return n.c.pagePools(ifindex) }
+
+// QStats returns the queue statistics of a netdev (qstats-get dump): one
+// record for the whole device, or one per queue when perQueue is set.
+// ifindex 0 covers every netdev.
+func (n *Netdev) QStats(ifindex int, perQueue bool) ([]QStats, error) {
+	return n.c.qstats(ifindex, perQueue)
+}
+
+// BindRX is the package function BindRX; the binding owns a socket of its
+// own, not n's.
+func (n *Netdev) BindRX(ifindex int, buf *DMABuf, queues []int, opts *BindRXOptions) (*Binding, error) {
+	return BindRX(ifindex, buf, queues, opts)
+}
+
+// BindTX is the package function BindTX; the binding owns a socket of its
+// own, not n's.
+func (n *Netdev) BindTX(ifindex int, buf *DMABuf) (*Binding, error) {
+	return BindTX(ifindex, buf)
+}

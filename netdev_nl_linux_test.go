@@ -1,0 +1,444 @@
+//go:build linux
+
+package devmem
+
+import (
+	"encoding/binary"
+	"errors"
+	"os"
+	"strings"
+	"testing"
+
+	"github.com/google/go-cmp/cmp"
+	"github.com/mdlayher/genetlink"
+	"github.com/mdlayher/genetlink/genltest"
+	"github.com/mdlayher/netlink"
+	"golang.org/x/sys/unix"
+)
+
+const testNetdevFamilyID = 0x22
+
+var testNetdevFamily = genetlink.Family{ID: testNetdevFamilyID, Version: 1, Name: "netdev"}
+
+// countingConn counts Close calls on a fake genetlink connection.
+type countingConn struct {
+	*genetlink.Conn
+	closes int
+}
+
+func (c *countingConn) Close() error {
+	c.closes++
+	return c.Conn.Close()
+}
+
+// fakeKernel points dialGenl at a fake netdev family served by fn and returns
+// the connections it handed out.
+func fakeKernel(t *testing.T, fam genetlink.Family, fn genltest.Func) *[]*countingConn {
+	t.Helper()
+	var conns []*countingConn
+	old := dialGenl
+	dialGenl = func() (genlConn, error) {
+		c := &countingConn{Conn: genltest.Dial(genltest.ServeFamily(fam, fn))}
+		conns = append(conns, c)
+		return c, nil
+	}
+	t.Cleanup(func() { dialGenl = old })
+	return &conns
+}
+
+func u32(v uint32) []byte { return binary.NativeEndian.AppendUint32(nil, v) }
+func u64(v uint64) []byte { return binary.NativeEndian.AppendUint64(nil, v) }
+
+// nla builds one attribute by hand, so expectations do not lean on the
+// encoder under test.
+func nla(typ uint16, data []byte) []byte {
+	b := binary.NativeEndian.AppendUint16(nil, uint16(4+len(data)))
+	b = binary.NativeEndian.AppendUint16(b, typ)
+	b = append(b, data...)
+	for len(b)%4 != 0 {
+		b = append(b, 0)
+	}
+	return b
+}
+
+func cat(bs ...[]byte) []byte {
+	var out []byte
+	for _, b := range bs {
+		out = append(out, b...)
+	}
+	return out
+}
+
+func reply(cmd uint8, attrs ...[]byte) []genetlink.Message {
+	return []genetlink.Message{{Header: genetlink.Header{Command: cmd, Version: 1}, Data: cat(attrs...)}}
+}
+
+func TestBindRXEncoding(t *testing.T) {
+	var got genetlink.Message
+	var gotFlags netlink.HeaderFlags
+	conns := fakeKernel(t, testNetdevFamily, func(greq genetlink.Message, nreq netlink.Message) ([]genetlink.Message, error) {
+		got, gotFlags = greq, nreq.Header.Flags
+		if nreq.Header.Type != testNetdevFamilyID {
+			t.Errorf("family id %d, want %d", nreq.Header.Type, testNetdevFamilyID)
+		}
+		return reply(_NETDEV_CMD_BIND_RX, nla(_NETDEV_A_DMABUF_ID, u32(7))), nil
+	})
+
+	b, err := bindRX(3, 42, []int{14, 15}, &BindRXOptions{RXPageSize: 16384})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := cat(
+		nla(1, u32(3)),  // IFINDEX
+		nla(3, u32(42)), // FD
+		nla(2|unix.NLA_F_NESTED, cat(nla(1, u32(14)), nla(3, u32(0)))), // QUEUES {ID, TYPE=RX}
+		nla(2|unix.NLA_F_NESTED, cat(nla(1, u32(15)), nla(3, u32(0)))),
+		nla(5, u32(16384)), // RX_PAGE_SIZE
+	)
+	if got.Header.Command != 13 {
+		t.Errorf("command %d, want 13", got.Header.Command)
+	}
+	if diff := cmp.Diff(want, got.Data); diff != "" {
+		t.Errorf("request attributes (-want +got):\n%s", diff)
+	}
+	if gotFlags&netlink.Request == 0 || gotFlags&netlink.Dump != 0 {
+		t.Errorf("flags %v, want a do request", gotFlags)
+	}
+	if b.ID() != 7 || b.Ifindex() != 3 || b.Direction() != DirectionRX || !cmp.Equal(b.Queues(), []int{14, 15}) {
+		t.Errorf("binding %d/%d/%v/%v", b.ID(), b.Ifindex(), b.Direction(), b.Queues())
+	}
+
+	if len(*conns) != 1 {
+		t.Fatalf("%d connections dialed, want 1", len(*conns))
+	}
+	c := (*conns)[0]
+	if c.closes != 0 {
+		t.Fatal("binding socket closed before Close")
+	}
+	for range 3 {
+		if err := b.Close(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if c.closes != 1 {
+		t.Errorf("socket closed %d times, want 1", c.closes)
+	}
+}
+
+func TestBindRXNoPageSize(t *testing.T) {
+	var got []byte
+	fakeKernel(t, testNetdevFamily, func(greq genetlink.Message, _ netlink.Message) ([]genetlink.Message, error) {
+		got = greq.Data
+		return reply(_NETDEV_CMD_BIND_RX, nla(_NETDEV_A_DMABUF_ID, u32(1))), nil
+	})
+	b, err := bindRX(1, 5, []int{0}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	want := cat(nla(1, u32(1)), nla(3, u32(5)), nla(2|unix.NLA_F_NESTED, cat(nla(1, u32(0)), nla(3, u32(0)))))
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("(-want +got):\n%s", diff)
+	}
+}
+
+func TestBindTXEncoding(t *testing.T) {
+	var got genetlink.Message
+	fakeKernel(t, testNetdevFamily, func(greq genetlink.Message, _ netlink.Message) ([]genetlink.Message, error) {
+		got = greq
+		return reply(_NETDEV_CMD_BIND_TX, nla(_NETDEV_A_DMABUF_ID, u32(9))), nil
+	})
+	b, err := bindTX(4, 11)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	if got.Header.Command != 15 {
+		t.Errorf("command %d, want 15", got.Header.Command)
+	}
+	if diff := cmp.Diff(cat(nla(1, u32(4)), nla(3, u32(11))), got.Data); diff != "" {
+		t.Errorf("(-want +got):\n%s", diff)
+	}
+	if b.ID() != 9 || b.Direction() != DirectionTX || b.Queues() != nil {
+		t.Errorf("binding %d %v %v", b.ID(), b.Direction(), b.Queues())
+	}
+}
+
+func TestBindErrors(t *testing.T) {
+	tests := []struct {
+		name    string
+		err     error
+		errno   unix.Errno
+		message string
+		is      []error
+	}{
+		{
+			name:    "hds disabled",
+			err:     &netlink.OpError{Op: "receive", Err: unix.EINVAL, Message: "tcp-data-split is disabled"},
+			errno:   unix.EINVAL,
+			message: "tcp-data-split is disabled",
+			is:      []error{unix.EINVAL},
+		},
+		{
+			name:    "queue busy",
+			err:     &netlink.OpError{Op: "receive", Err: unix.EEXIST, Message: "designated queue already memory provider bound"},
+			errno:   unix.EEXIST,
+			message: "designated queue already memory provider bound",
+			is:      []error{unix.EEXIST},
+		},
+		{name: "permission", err: genltest.Error(int(unix.EPERM)), errno: unix.EPERM, is: []error{os.ErrPermission, unix.EPERM}},
+		{name: "no device", err: genltest.Error(int(unix.ENODEV)), errno: unix.ENODEV, is: []error{os.ErrNotExist}},
+		{
+			name:    "driver",
+			err:     &netlink.OpError{Op: "receive", Err: unix.EOPNOTSUPP, Message: "Device doesn't support DMA"},
+			errno:   unix.EOPNOTSUPP,
+			message: "Device doesn't support DMA",
+			is:      []error{ErrNotSupported},
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			conns := fakeKernel(t, testNetdevFamily, func(genetlink.Message, netlink.Message) ([]genetlink.Message, error) {
+				return nil, tt.err
+			})
+			b, err := bindRX(1, 3, []int{0}, nil)
+			if b != nil {
+				t.Fatal("got a binding")
+			}
+			var e *Error
+			if !errors.As(err, &e) {
+				t.Fatalf("error %T %v, want *Error", err, err)
+			}
+			if e.Op != "bind-rx" || e.Errno != tt.errno || e.Message != tt.message {
+				t.Errorf("got Op %q Errno %v Message %q", e.Op, e.Errno, e.Message)
+			}
+			for _, target := range tt.is {
+				if !errors.Is(err, target) {
+					t.Errorf("errors.Is(%v, %v) = false", err, target)
+				}
+			}
+			if tt.message != "" && !strings.Contains(err.Error(), tt.message) {
+				t.Errorf("Error() = %q lacks the kernel message", err)
+			}
+			if (*conns)[0].closes != 1 {
+				t.Errorf("failed bind closed its socket %d times, want 1", (*conns)[0].closes)
+			}
+		})
+	}
+}
+
+func TestFamilyMissing(t *testing.T) {
+	fakeKernel(t, genetlink.Family{ID: 0x30, Version: 1, Name: "not-netdev"}, nil)
+	old := dialGenl
+	dialGenl = func() (genlConn, error) {
+		return genltest.Dial(func(genetlink.Message, netlink.Message) ([]genetlink.Message, error) {
+			return nil, genltest.Error(int(unix.ENOENT))
+		}), nil
+	}
+	defer func() { dialGenl = old }()
+
+	_, err := bindRX(1, 3, []int{0}, nil)
+	if !errors.Is(err, ErrNotSupported) {
+		t.Fatalf("err %v, want ErrNotSupported", err)
+	}
+	if !strings.Contains(err.Error(), "6.12") {
+		t.Errorf("%q does not name the minimum kernel", err)
+	}
+	if _, err := DialNetdev(); !errors.Is(err, ErrNotSupported) {
+		t.Errorf("DialNetdev: %v, want ErrNotSupported", err)
+	}
+}
+
+// familyWithOps serves a get-family reply that lists only cmds, as an older
+// kernel would.
+func familyWithOps(cmds ...uint32) genltest.Func {
+	return func(greq genetlink.Message, nreq netlink.Message) ([]genetlink.Message, error) {
+		if nreq.Header.Type != unix.GENL_ID_CTRL {
+			return nil, genltest.Error(int(unix.EOPNOTSUPP))
+		}
+		var ops [][]byte
+		for i, c := range cmds {
+			ops = append(ops, nla(uint16(i+1)|unix.NLA_F_NESTED, cat(nla(unix.CTRL_ATTR_OP_ID, u32(c)), nla(unix.CTRL_ATTR_OP_FLAGS, u32(0)))))
+		}
+		return reply(unix.CTRL_CMD_NEWFAMILY,
+			nla(unix.CTRL_ATTR_FAMILY_ID, binary.NativeEndian.AppendUint16(nil, testNetdevFamilyID)),
+			nla(unix.CTRL_ATTR_FAMILY_NAME, []byte("netdev\x00")),
+			nla(unix.CTRL_ATTR_VERSION, u32(1)),
+			nla(unix.CTRL_ATTR_OPS|unix.NLA_F_NESTED, cat(ops...)),
+		), nil
+	}
+}
+
+func TestCommandUnknown(t *testing.T) {
+	old := dialGenl
+	dialGenl = func() (genlConn, error) { return genltest.Dial(familyWithOps(1, 5, 10, 12, 13)), nil }
+	defer func() { dialGenl = old }()
+
+	_, err := bindTX(1, 3)
+	if !errors.Is(err, ErrNotSupported) || !strings.Contains(err.Error(), "6.16") {
+		t.Fatalf("bind-tx on a 6.12-like kernel: %v", err)
+	}
+	var e *Error
+	if !errors.As(err, &e) || e.Op != "bind-tx" {
+		t.Errorf("error %#v, want Op bind-tx", err)
+	}
+	// bind-rx is listed, so it is sent (and the fake refuses it).
+	_, err = bindRX(1, 3, []int{0}, nil)
+	if !errors.Is(err, unix.EOPNOTSUPP) {
+		t.Errorf("bind-rx: %v", err)
+	}
+}
+
+func TestQueues(t *testing.T) {
+	var got genetlink.Message
+	var flags netlink.HeaderFlags
+	fakeKernel(t, testNetdevFamily, func(greq genetlink.Message, nreq netlink.Message) ([]genetlink.Message, error) {
+		got, flags = greq, nreq.Header.Flags
+		msgs := reply(_NETDEV_CMD_QUEUE_GET, nla(1, u32(0)), nla(2, u32(3)), nla(3, u32(0)), nla(4, u32(8193)), nla(5, u32(7)))
+		msgs = append(msgs, reply(_NETDEV_CMD_QUEUE_GET, nla(1, u32(1)), nla(2, u32(3)), nla(3, u32(0)), nla(6|unix.NLA_F_NESTED, nil))...)
+		msgs = append(msgs, reply(_NETDEV_CMD_QUEUE_GET, nla(1, u32(0)), nla(2, u32(3)), nla(3, u32(1)), nla(7|unix.NLA_F_NESTED, nil))...)
+		return msgs, nil
+	})
+	n, err := DialNetdev()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer n.Close()
+	qs, err := n.Queues(3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.Header.Command != 10 || flags&netlink.Dump != netlink.Dump {
+		t.Errorf("command %d flags %v, want queue-get dump", got.Header.Command, flags)
+	}
+	if diff := cmp.Diff(nla(2, u32(3)), got.Data); diff != "" {
+		t.Errorf("request (-want +got):\n%s", diff)
+	}
+	want := []Queue{
+		{ID: 0, Ifindex: 3, Type: DirectionRX, NAPIID: 8193, DMABuf: 7},
+		{ID: 1, Ifindex: 3, Type: DirectionRX, IOUring: true},
+		{ID: 0, Ifindex: 3, Type: DirectionTX, XSK: true},
+	}
+	if diff := cmp.Diff(want, qs); diff != "" {
+		t.Errorf("queues (-want +got):\n%s", diff)
+	}
+}
+
+func TestQueueDo(t *testing.T) {
+	var got genetlink.Message
+	fakeKernel(t, testNetdevFamily, func(greq genetlink.Message, _ netlink.Message) ([]genetlink.Message, error) {
+		got = greq
+		return reply(_NETDEV_CMD_QUEUE_GET, nla(1, u32(2)), nla(2, u32(5)), nla(3, u32(0)), nla(5, u32(11))), nil
+	})
+	n, err := DialNetdev()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer n.Close()
+	q, err := n.Queue(5, DirectionRX, 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if diff := cmp.Diff(cat(nla(2, u32(5)), nla(3, u32(0)), nla(1, u32(2))), got.Data); diff != "" {
+		t.Errorf("request (-want +got):\n%s", diff)
+	}
+	if diff := cmp.Diff(&Queue{ID: 2, Ifindex: 5, DMABuf: 11}, q); diff != "" {
+		t.Errorf("(-want +got):\n%s", diff)
+	}
+}
+
+func TestPagePools(t *testing.T) {
+	fakeKernel(t, testNetdevFamily, func(greq genetlink.Message, _ netlink.Message) ([]genetlink.Message, error) {
+		if diff := cmp.Diff(nla(2, u32(3)), greq.Data); diff != "" {
+			t.Errorf("request (-want +got):\n%s", diff)
+		}
+		msgs := reply(_NETDEV_CMD_PAGE_POOL_GET,
+			nla(1, u32(12)), nla(2, u32(3)), nla(3, u32(8193)),
+			nla(4, u32(64)), nla(5, u64(1<<33)), nla(7, u32(7)))
+		msgs = append(msgs, reply(_NETDEV_CMD_PAGE_POOL_GET,
+			nla(1, u64(1<<40)), nla(2, u32(3)), nla(4, u64(0)), nla(5, u32(0)),
+			nla(6, u32(1234)), nla(8|unix.NLA_F_NESTED, nil))...)
+		// Another device's pool (a kernel that ignores the filter).
+		msgs = append(msgs, reply(_NETDEV_CMD_PAGE_POOL_GET, nla(1, u32(99)), nla(2, u32(4)))...)
+		return msgs, nil
+	})
+	n, err := DialNetdev()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer n.Close()
+	pools, err := n.PagePools(3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []PagePool{
+		{ID: 12, Ifindex: 3, NAPIID: 8193, Inflight: 64, InflightMem: 1 << 33, DMABuf: 7},
+		{ID: 1 << 40, Ifindex: 3, DetachTime: 1234, IOUring: true},
+	}
+	if diff := cmp.Diff(want, pools); diff != "" {
+		t.Errorf("(-want +got):\n%s", diff)
+	}
+}
+
+func TestQStats(t *testing.T) {
+	var got genetlink.Message
+	fakeKernel(t, testNetdevFamily, func(greq genetlink.Message, _ netlink.Message) ([]genetlink.Message, error) {
+		got = greq
+		return append(
+			reply(_NETDEV_CMD_QSTATS_GET, nla(1, u32(3)), nla(2, u32(0)), nla(3, u32(1)),
+				nla(8, u32(10)), nla(9, u64(1<<35)), nla(12, u32(2)), nla(13, u64(0))),
+			reply(_NETDEV_CMD_QSTATS_GET, nla(1, u32(3)), nla(2, u32(1)), nla(3, u32(0)),
+				nla(10, u32(5)), nla(11, u32(500)))...), nil
+	})
+	n, err := DialNetdev()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer n.Close()
+	st, err := n.QStats(3, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if diff := cmp.Diff(cat(nla(1, u32(3)), nla(4, u32(1))), got.Data); diff != "" {
+		t.Errorf("request (-want +got):\n%s", diff)
+	}
+	want := []QStats{
+		{Ifindex: 3, PerQueue: true, Type: DirectionRX, QueueID: 1, Values: map[QStat]uint64{
+			QStatRXPackets: 10, QStatRXBytes: 1 << 35, QStatRXAllocFail: 2, QStatRXHWDrops: 0,
+		}},
+		{Ifindex: 3, PerQueue: true, Type: DirectionTX, QueueID: 0, Values: map[QStat]uint64{
+			QStatTXPackets: 5, QStatTXBytes: 500,
+		}},
+	}
+	if diff := cmp.Diff(want, st); diff != "" {
+		t.Errorf("(-want +got):\n%s", diff)
+	}
+	if _, ok := st[1].Get(QStatRXHWDrops); ok {
+		t.Error("absent counter reported present")
+	}
+	if QStatRXAllocFail.String() != "rx-alloc-fail" || QStatTXWake.String() != "tx-wake" {
+		t.Error("QStat names")
+	}
+}
+
+func TestDevice(t *testing.T) {
+	fakeKernel(t, testNetdevFamily, func(greq genetlink.Message, _ netlink.Message) ([]genetlink.Message, error) {
+		if diff := cmp.Diff(nla(1, u32(3)), greq.Data); diff != "" {
+			t.Errorf("request (-want +got):\n%s", diff)
+		}
+		return reply(_NETDEV_CMD_DEV_GET, nla(1, u32(3)), nla(3, u64(0x7f)), nla(4, u32(1)), nla(5, u64(3)), nla(6, u64(1))), nil
+	})
+	n, err := DialNetdev()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer n.Close()
+	d, err := n.Device(3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := &Device{Ifindex: 3, XDPFeatures: 0x7f, XDPZeroCopyMaxSegs: 1, XDPRXMetadataFeatures: 3, XSKFeatures: 1}
+	if diff := cmp.Diff(want, d); diff != "" {
+		t.Errorf("(-want +got):\n%s", diff)
+	}
+}
