@@ -1,0 +1,176 @@
+package devmem
+
+import (
+	"encoding/binary"
+	"errors"
+	"strconv"
+)
+
+// dmabufCmsgLen is sizeof(struct dmabuf_cmsg), the payload of both
+// SCM_DEVMEM_LINEAR and SCM_DEVMEM_DMABUF: u64 frag_offset, u32 frag_size,
+// u32 frag_token, u32 dmabuf_id, u32 flags. It is 24 bytes on every
+// architecture (no padding, even where u64 is 4-byte aligned).
+const dmabufCmsgLen = 24
+
+// ErrTooManyFrags means the control data described more frags than the
+// []Frag passed to ParseControl can hold. The frags that fit were filled in;
+// parse again with a larger slice (see MaxFrags) so no token is lost.
+var ErrTooManyFrags = errors.New("more devmem control messages than frags")
+
+// cmsgLayout describes struct cmsghdr and the devmem cmsg numbers of one
+// Linux ABI. The parser works over an explicit layout so tests can check
+// every ABI (32/64-bit, little/big-endian, SOL_SOCKET 1/0xffff) on any host;
+// ParseControl uses nativeCmsgLayout.
+type cmsgLayout struct {
+	// wordSize is sizeof(size_t) == sizeof(long): the width of cmsg_len
+	// and the cmsg alignment (CMSG_ALIGN), 8 or 4.
+	wordSize int
+	// bigEndian selects the byte order of every field.
+	bigEndian bool
+	// level is SOL_SOCKET: 1, or 0xffff on alpha, mips, parisc and sparc.
+	level uint32
+	// linear and dmabuf are SCM_DEVMEM_LINEAR and SCM_DEVMEM_DMABUF:
+	// 78/79 (generic), 0x57/0x58 (sparc), 0x404E/0x404F (parisc).
+	linear, dmabuf uint32
+}
+
+// hdrLen is sizeof(struct cmsghdr): cmsg_len (size_t), cmsg_level (int),
+// cmsg_type (int). It is already CMSG_ALIGNed (16 or 12), so the payload
+// starts right after it.
+func (l cmsgLayout) hdrLen() int { return l.wordSize + 8 }
+
+// space is CMSG_SPACE(len).
+func (l cmsgLayout) space(n int) int { return l.hdrLen() + l.align(n) }
+
+// align is CMSG_ALIGN: round up to sizeof(long).
+func (l cmsgLayout) align(n int) int { return (n + l.wordSize - 1) &^ (l.wordSize - 1) }
+
+func (l cmsgLayout) u32(b []byte) uint32 {
+	if l.bigEndian {
+		return binary.BigEndian.Uint32(b)
+	}
+	return binary.LittleEndian.Uint32(b)
+}
+
+func (l cmsgLayout) u64(b []byte) uint64 {
+	if l.bigEndian {
+		return binary.BigEndian.Uint64(b)
+	}
+	return binary.LittleEndian.Uint64(b)
+}
+
+// word reads a size_t.
+func (l cmsgLayout) word(b []byte) uint64 {
+	if l.wordSize == 8 {
+		return l.u64(b)
+	}
+	return uint64(l.u32(b))
+}
+
+// DevmemCmsgSpace is CMSG_SPACE(sizeof(struct dmabuf_cmsg)) on this
+// architecture: the control-buffer bytes one frag takes (40 on 64-bit, 36 on
+// 32-bit).
+var DevmemCmsgSpace = nativeCmsgLayout.space(dmabufCmsgLen)
+
+// MaxFrags returns the largest number of frags that a control buffer of
+// controlLen bytes can describe, which is a []Frag length that
+// ParseControl never overflows.
+func MaxFrags(controlLen int) int {
+	if controlLen <= 0 {
+		return 0
+	}
+	return controlLen / DevmemCmsgSpace
+}
+
+// ParseControl parses the control data returned by a recvmsg with
+// MSG_SOCK_DEVMEM (msg_control[:msg_controllen]) into frags, in stream
+// order, and returns how many it filled. It does not allocate.
+//
+// SCM_DEVMEM_LINEAR becomes a FragLinear whose Offset is the running offset
+// of linear bytes in the receive buffer (the kernel copies linear bytes
+// back to back into the iovec); SCM_DEVMEM_DMABUF becomes a FragDMABuf.
+// Control messages of other levels or types (timestamps, for example) are
+// skipped.
+//
+// A truncated or inconsistent control message yields an error matching
+// ErrMalformedControl, together with the frags parsed before it. More frags
+// than len(frags) yields ErrTooManyFrags with len(frags) filled: size frags
+// with MaxFrags(len(oob)) to rule that out.
+//
+// ParseControl uses this architecture's ABI (SOL_SOCKET, SCM_DEVMEM_*,
+// sizeof(struct cmsghdr), byte order). Outside Linux it returns
+// ErrNotSupported.
+func ParseControl(oob []byte, frags []Frag) (int, error) {
+	if !cmsgSupported {
+		return 0, ErrNotSupported
+	}
+	return parseControl(nativeCmsgLayout, oob, frags)
+}
+
+// parseControl walks the cmsgs like the kernel's CMSG_NXTHDR, but never
+// trusts cmsg_len: it must cover the header and fit in what remains. The
+// stride is CMSG_ALIGN(cmsg_len) clamped to the remaining bytes, because
+// put_cmsg clamps the last cmsg's padding to the buffer.
+func parseControl(l cmsgLayout, oob []byte, frags []Frag) (int, error) {
+	hdr := l.hdrLen()
+	n := 0
+	var linearOff uint64
+	for off := 0; off < len(oob); {
+		b := oob[off:]
+		if len(b) < hdr {
+			return n, malformed(off, "truncated cmsghdr: "+strconv.Itoa(len(b))+" bytes left, header is "+strconv.Itoa(hdr))
+		}
+		cmsgLen := l.word(b)
+		if cmsgLen < uint64(hdr) {
+			return n, malformed(off, "cmsg_len "+strconv.FormatUint(cmsgLen, 10)+" shorter than the header ("+strconv.Itoa(hdr)+")")
+		}
+		if cmsgLen > uint64(len(b)) {
+			return n, malformed(off, "cmsg_len "+strconv.FormatUint(cmsgLen, 10)+" exceeds the "+strconv.Itoa(len(b))+" bytes left")
+		}
+		level := l.u32(b[l.wordSize:])
+		typ := l.u32(b[l.wordSize+4:])
+		if level == l.level && (typ == l.linear || typ == l.dmabuf) {
+			if int(cmsgLen)-hdr != dmabufCmsgLen {
+				return n, malformed(off, "devmem cmsg payload is "+strconv.Itoa(int(cmsgLen)-hdr)+" bytes, want 24")
+			}
+			if n == len(frags) {
+				return n, ErrTooManyFrags
+			}
+			p := b[hdr : hdr+dmabufCmsgLen]
+			size := l.u32(p[8:])
+			if typ == l.linear {
+				frags[n] = Frag{Kind: FragLinear, Offset: linearOff, Size: size}
+				linearOff += uint64(size)
+			} else {
+				frags[n] = Frag{
+					Kind:     FragDMABuf,
+					Offset:   l.u64(p),
+					Size:     size,
+					Token:    l.u32(p[12:]),
+					DMABufID: l.u32(p[16:]),
+				}
+			}
+			n++
+		}
+		stride := l.align(int(cmsgLen))
+		if stride > len(b) {
+			stride = len(b)
+		}
+		off += stride
+	}
+	return n, nil
+}
+
+// controlError is a malformed control message: where and why.
+type controlError struct {
+	off    int
+	reason string
+}
+
+func malformed(off int, reason string) error { return &controlError{off: off, reason: reason} }
+
+func (e *controlError) Error() string {
+	return "devmem: malformed control message at offset " + strconv.Itoa(e.off) + ": " + e.reason
+}
+
+func (e *controlError) Unwrap() error { return ErrMalformedControl }
