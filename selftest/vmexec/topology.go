@@ -1,0 +1,299 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strconv"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// The fixed test network: documentation prefixes, so nothing can leak.
+const (
+	peerNetns = "peer"
+	hostAddr4 = "192.0.2.1"
+	peerAddr4 = "192.0.2.2"
+	hostAddr6 = "2001:db8::1"
+	peerAddr6 = "2001:db8::2"
+	// netdevsim device ids; device N's ports show up in debugfs under
+	// netdevsim/netdevsimN/ports/.
+	hostNsimID = 1
+	peerNsimID = 2
+	// "id ports queues" for /sys/bus/netdevsim/new_device.
+	nsimPorts  = 1
+	nsimQueues = 4
+)
+
+type topology struct {
+	ifname      string
+	ifindex     int
+	peerIfname  string
+	peerIfindex int
+}
+
+func nsimDebugfs(id int) string {
+	return fmt.Sprintf("/sys/kernel/debug/netdevsim/netdevsim%d/ports/0", id)
+}
+
+func (t *topology) environ() []string {
+	return []string{
+		"DEVMEM_IFNAME=" + t.ifname,
+		"DEVMEM_IFINDEX=" + strconv.Itoa(t.ifindex),
+		"DEVMEM_ADDR4=" + hostAddr4,
+		"DEVMEM_ADDR6=" + hostAddr6,
+		"DEVMEM_PEER_NETNS=" + peerNetns,
+		"DEVMEM_PEER_IFNAME=" + t.peerIfname,
+		"DEVMEM_PEER_IFINDEX=" + strconv.Itoa(t.peerIfindex),
+		"DEVMEM_PEER_ADDR4=" + peerAddr4,
+		"DEVMEM_PEER_ADDR6=" + peerAddr6,
+		"DEVMEM_NSIM_DEBUGFS=" + nsimDebugfs(hostNsimID),
+		"DEVMEM_PEER_NSIM_DEBUGFS=" + nsimDebugfs(peerNsimID),
+	}
+}
+
+// setupTopology makes two netdevsim ports, eth0 in the init netns and eth0
+// in netns "peer", links them back to back, addresses them and proves TCP
+// works both ways over IPv4 and IPv6.
+func setupTopology(logf func(string, ...any)) (*topology, error) {
+	ip, err := findTool("ip")
+	if err != nil {
+		return nil, err
+	}
+	// DAD would hold the IPv6 addresses tentative for a second or more.
+	for _, c := range []string{"default", "all"} {
+		if err := writeFile("/proc/sys/net/ipv6/conf/"+c+"/accept_dad", "0"); err != nil {
+			return nil, err
+		}
+	}
+	if err := newNsimDevice(hostNsimID); err != nil {
+		return nil, err
+	}
+	t := &topology{}
+	if t.ifname, t.ifindex, err = onlyNetdev(); err != nil {
+		return nil, err
+	}
+	if err := run(ip, "netns", "add", peerNetns); err != nil {
+		return nil, err
+	}
+	peerNS, err := os.Open("/run/netns/" + peerNetns)
+	if err != nil {
+		return nil, err
+	}
+	defer peerNS.Close()
+	initNS, err := os.Open("/proc/self/ns/net")
+	if err != nil {
+		return nil, err
+	}
+	defer initNS.Close()
+
+	// netdevsim creates the device in the writer's netns, so the peer's
+	// device is made from a thread that joined the peer netns.
+	err = inNetns(peerNS, func() error {
+		for _, c := range []string{"default", "all"} {
+			if err := writeFile("/proc/sys/net/ipv6/conf/"+c+"/accept_dad", "0"); err != nil {
+				return err
+			}
+		}
+		if err := setLinkUp("lo"); err != nil {
+			return err
+		}
+		if err := newNsimDevice(peerNsimID); err != nil {
+			return err
+		}
+		t.peerIfname, t.peerIfindex, err = onlyNetdev()
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("peer netns: %w", err)
+	}
+	// Carrier comes up only if both ends are running when they are linked.
+	if err := run(ip, "link", "set", t.ifname, "up"); err != nil {
+		return nil, err
+	}
+	if err := run(ip, "-n", peerNetns, "link", "set", t.peerIfname, "up"); err != nil {
+		return nil, err
+	}
+	link := fmt.Sprintf("%d:%d %d:%d", initNS.Fd(), t.ifindex, peerNS.Fd(), t.peerIfindex)
+	if err := writeFile("/sys/bus/netdevsim/link_device", link); err != nil {
+		return nil, err
+	}
+	for _, args := range [][]string{
+		{"addr", "add", hostAddr4 + "/24", "dev", t.ifname},
+		{"addr", "add", hostAddr6 + "/64", "dev", t.ifname, "nodad"},
+		{"-n", peerNetns, "addr", "add", peerAddr4 + "/24", "dev", t.peerIfname},
+		{"-n", peerNetns, "addr", "add", peerAddr6 + "/64", "dev", t.peerIfname, "nodad"},
+	} {
+		if err := run(ip, args...); err != nil {
+			return nil, err
+		}
+	}
+	logf("netdevsim %s (ifindex %d) <-> peer %s (ifindex %d)", t.ifname, t.ifindex, t.peerIfname, t.peerIfindex)
+	if err := checkTCP(peerNS); err != nil {
+		return nil, err
+	}
+	if !fileExists(nsimDebugfs(hostNsimID)) {
+		logf("warning: %s does not exist", nsimDebugfs(hostNsimID))
+	}
+	return t, nil
+}
+
+func newNsimDevice(id int) error {
+	return writeFile("/sys/bus/netdevsim/new_device", fmt.Sprintf("%d %d %d", id, nsimPorts, nsimQueues))
+}
+
+// onlyNetdev returns the one non-loopback interface of the calling thread's
+// netns: the netdevsim port just created there.
+func onlyNetdev() (string, int, error) {
+	ifs, err := net.Interfaces()
+	if err != nil {
+		return "", 0, err
+	}
+	var found []net.Interface
+	for _, i := range ifs {
+		if i.Flags&net.FlagLoopback == 0 {
+			found = append(found, i)
+		}
+	}
+	if len(found) != 1 {
+		return "", 0, fmt.Errorf("expected one netdevsim interface, found %d", len(found))
+	}
+	return found[0].Name, found[0].Index, nil
+}
+
+// checkTCP connects from the peer to the host side and back, over both
+// address families, so a broken link fails here and not in some test.
+func checkTCP(peerNS *os.File) error {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	var d net.Dialer
+	for _, pair := range [][2]string{{hostAddr4, peerAddr4}, {hostAddr6, peerAddr6}} {
+		host, peer := pair[0], pair[1]
+		// peer -> host
+		ln, err := net.Listen("tcp", net.JoinHostPort(host, "0"))
+		if err != nil {
+			return err
+		}
+		err = inNetns(peerNS, func() error {
+			c, err := d.DialContext(ctx, "tcp", ln.Addr().String())
+			if err == nil {
+				c.Close()
+			}
+			return err
+		})
+		ln.Close()
+		if err != nil {
+			return fmt.Errorf("TCP from peer to %s: %w", host, err)
+		}
+		// host -> peer
+		err = inNetns(peerNS, func() error {
+			ln, err = net.Listen("tcp", net.JoinHostPort(peer, "0"))
+			return err
+		})
+		if err != nil {
+			return err
+		}
+		c, err := d.DialContext(ctx, "tcp", ln.Addr().String())
+		ln.Close()
+		if err != nil {
+			return fmt.Errorf("TCP from host to %s: %w", peer, err)
+		}
+		c.Close()
+	}
+	return nil
+}
+
+// inNetns runs fn on a locked OS thread that joined ns. Should the thread
+// fail to return to its original netns, it stays locked and dies with the
+// goroutine rather than serve other goroutines from the wrong netns.
+func inNetns(ns *os.File, fn func() error) error {
+	errc := make(chan error, 1)
+	go func() {
+		runtime.LockOSThread()
+		orig, err := os.Open("/proc/thread-self/ns/net")
+		if err != nil {
+			runtime.UnlockOSThread()
+			errc <- err
+			return
+		}
+		defer orig.Close()
+		if err := unix.Setns(int(ns.Fd()), unix.CLONE_NEWNET); err != nil {
+			runtime.UnlockOSThread()
+			errc <- fmt.Errorf("setns: %w", err)
+			return
+		}
+		ferr := fn()
+		if err := unix.Setns(int(orig.Fd()), unix.CLONE_NEWNET); err != nil {
+			errc <- errors.Join(ferr, fmt.Errorf("restore netns: %w", err))
+			return
+		}
+		runtime.UnlockOSThread()
+		errc <- ferr
+	}()
+	return <-errc
+}
+
+func setLinkUp(name string) error {
+	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return err
+	}
+	defer unix.Close(fd)
+	ifr, err := unix.NewIfreq(name)
+	if err != nil {
+		return err
+	}
+	if err := unix.IoctlIfreq(fd, unix.SIOCGIFFLAGS, ifr); err != nil {
+		return fmt.Errorf("%s: get flags: %w", name, err)
+	}
+	ifr.SetUint16(ifr.Uint16() | unix.IFF_UP)
+	if err := unix.IoctlIfreq(fd, unix.SIOCSIFFLAGS, ifr); err != nil {
+		return fmt.Errorf("%s: set up: %w", name, err)
+	}
+	return nil
+}
+
+func findTool(name string) (string, error) {
+	if p, err := exec.LookPath(name); err == nil {
+		return p, nil
+	}
+	for _, dir := range []string{"/usr/sbin", "/sbin", "/usr/bin", "/bin"} {
+		if p := filepath.Join(dir, name); fileExists(p) {
+			return p, nil
+		}
+	}
+	return "", fmt.Errorf("%s not found (install iproute2)", name)
+}
+
+func run(name string, args ...string) error {
+	var out bytes.Buffer
+	cmd := exec.Command(name, args...)
+	cmd.Stdout = &out
+	cmd.Stderr = &out
+	if err := cmd.Run(); err != nil {
+		return fmt.Errorf("%s %v: %w: %s", filepath.Base(name), args, err, bytes.TrimSpace(out.Bytes()))
+	}
+	return nil
+}
+
+func writeFile(path, value string) error {
+	f, err := os.OpenFile(path, os.O_WRONLY, 0)
+	if err != nil {
+		return err
+	}
+	_, err = f.WriteString(value)
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return fmt.Errorf("write %q to %s: %w", value, path, err)
+	}
+	return nil
+}
