@@ -46,12 +46,12 @@ func fakeKernel(t *testing.T, fam genetlink.Family, fn genltest.Func) *[]*counti
 	return &conns
 }
 
-func u32(v uint32) []byte { return binary.NativeEndian.AppendUint32(nil, v) }
-func u64(v uint64) []byte { return binary.NativeEndian.AppendUint64(nil, v) }
+func nlU32(v uint32) []byte { return binary.NativeEndian.AppendUint32(nil, v) }
+func nlU64(v uint64) []byte { return binary.NativeEndian.AppendUint64(nil, v) }
 
 // nla builds one attribute by hand, so expectations do not lean on the
 // encoder under test.
-func nla(typ uint16, data []byte) []byte {
+func nlAttr(typ uint16, data []byte) []byte {
 	b := binary.NativeEndian.AppendUint16(nil, uint16(4+len(data)))
 	b = binary.NativeEndian.AppendUint16(b, typ)
 	b = append(b, data...)
@@ -61,7 +61,7 @@ func nla(typ uint16, data []byte) []byte {
 	return b
 }
 
-func cat(bs ...[]byte) []byte {
+func nlCat(bs ...[]byte) []byte {
 	var out []byte
 	for _, b := range bs {
 		out = append(out, b...)
@@ -69,8 +69,8 @@ func cat(bs ...[]byte) []byte {
 	return out
 }
 
-func reply(cmd uint8, attrs ...[]byte) []genetlink.Message {
-	return []genetlink.Message{{Header: genetlink.Header{Command: cmd, Version: 1}, Data: cat(attrs...)}}
+func genlReply(cmd uint8, attrs ...[]byte) []genetlink.Message {
+	return []genetlink.Message{{Header: genetlink.Header{Command: cmd, Version: 1}, Data: nlCat(attrs...)}}
 }
 
 func TestBindRXEncoding(t *testing.T) {
@@ -81,19 +81,19 @@ func TestBindRXEncoding(t *testing.T) {
 		if nreq.Header.Type != testNetdevFamilyID {
 			t.Errorf("family id %d, want %d", nreq.Header.Type, testNetdevFamilyID)
 		}
-		return reply(_NETDEV_CMD_BIND_RX, nla(_NETDEV_A_DMABUF_ID, u32(7))), nil
+		return genlReply(_NETDEV_CMD_BIND_RX, nlAttr(_NETDEV_A_DMABUF_ID, nlU32(7))), nil
 	})
 
 	b, err := bindRX(3, 42, []int{14, 15}, &BindRXOptions{RXPageSize: 16384})
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := cat(
-		nla(1, u32(3)),  // IFINDEX
-		nla(3, u32(42)), // FD
-		nla(2|unix.NLA_F_NESTED, cat(nla(1, u32(14)), nla(3, u32(0)))), // QUEUES {ID, TYPE=RX}
-		nla(2|unix.NLA_F_NESTED, cat(nla(1, u32(15)), nla(3, u32(0)))),
-		nla(5, u32(16384)), // RX_PAGE_SIZE
+	want := nlCat(
+		nlAttr(1, nlU32(3)),  // IFINDEX
+		nlAttr(3, nlU32(42)), // FD
+		nlAttr(2|unix.NLA_F_NESTED, nlCat(nlAttr(1, nlU32(14)), nlAttr(3, nlU32(0)))), // QUEUES {ID, TYPE=RX}
+		nlAttr(2|unix.NLA_F_NESTED, nlCat(nlAttr(1, nlU32(15)), nlAttr(3, nlU32(0)))),
+		nlAttr(5, nlU32(16384)), // RX_PAGE_SIZE
 	)
 	if got.Header.Command != 13 {
 		t.Errorf("command %d, want 13", got.Header.Command)
@@ -129,14 +129,14 @@ func TestBindRXNoPageSize(t *testing.T) {
 	var got []byte
 	fakeKernel(t, testNetdevFamily, func(greq genetlink.Message, _ netlink.Message) ([]genetlink.Message, error) {
 		got = greq.Data
-		return reply(_NETDEV_CMD_BIND_RX, nla(_NETDEV_A_DMABUF_ID, u32(1))), nil
+		return genlReply(_NETDEV_CMD_BIND_RX, nlAttr(_NETDEV_A_DMABUF_ID, nlU32(1))), nil
 	})
 	b, err := bindRX(1, 5, []int{0}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer b.Close()
-	want := cat(nla(1, u32(1)), nla(3, u32(5)), nla(2|unix.NLA_F_NESTED, cat(nla(1, u32(0)), nla(3, u32(0)))))
+	want := nlCat(nlAttr(1, nlU32(1)), nlAttr(3, nlU32(5)), nlAttr(2|unix.NLA_F_NESTED, nlCat(nlAttr(1, nlU32(0)), nlAttr(3, nlU32(0)))))
 	if diff := cmp.Diff(want, got); diff != "" {
 		t.Errorf("(-want +got):\n%s", diff)
 	}
@@ -146,7 +146,7 @@ func TestBindTXEncoding(t *testing.T) {
 	var got genetlink.Message
 	fakeKernel(t, testNetdevFamily, func(greq genetlink.Message, _ netlink.Message) ([]genetlink.Message, error) {
 		got = greq
-		return reply(_NETDEV_CMD_BIND_TX, nla(_NETDEV_A_DMABUF_ID, u32(9))), nil
+		return genlReply(_NETDEV_CMD_BIND_TX, nlAttr(_NETDEV_A_DMABUF_ID, nlU32(9))), nil
 	})
 	b, err := bindTX(4, 11)
 	if err != nil {
@@ -156,7 +156,7 @@ func TestBindTXEncoding(t *testing.T) {
 	if got.Header.Command != 15 {
 		t.Errorf("command %d, want 15", got.Header.Command)
 	}
-	if diff := cmp.Diff(cat(nla(1, u32(4)), nla(3, u32(11))), got.Data); diff != "" {
+	if diff := cmp.Diff(nlCat(nlAttr(1, nlU32(4)), nlAttr(3, nlU32(11))), got.Data); diff != "" {
 		t.Errorf("(-want +got):\n%s", diff)
 	}
 	if b.ID() != 9 || b.Direction() != DirectionTX || b.Queues() != nil {
@@ -258,13 +258,13 @@ func familyWithOps(cmds ...uint32) genltest.Func {
 		}
 		var ops [][]byte
 		for i, c := range cmds {
-			ops = append(ops, nla(uint16(i+1)|unix.NLA_F_NESTED, cat(nla(unix.CTRL_ATTR_OP_ID, u32(c)), nla(unix.CTRL_ATTR_OP_FLAGS, u32(0)))))
+			ops = append(ops, nlAttr(uint16(i+1)|unix.NLA_F_NESTED, nlCat(nlAttr(unix.CTRL_ATTR_OP_ID, nlU32(c)), nlAttr(unix.CTRL_ATTR_OP_FLAGS, nlU32(0)))))
 		}
-		return reply(unix.CTRL_CMD_NEWFAMILY,
-			nla(unix.CTRL_ATTR_FAMILY_ID, binary.NativeEndian.AppendUint16(nil, testNetdevFamilyID)),
-			nla(unix.CTRL_ATTR_FAMILY_NAME, []byte("netdev\x00")),
-			nla(unix.CTRL_ATTR_VERSION, u32(1)),
-			nla(unix.CTRL_ATTR_OPS|unix.NLA_F_NESTED, cat(ops...)),
+		return genlReply(unix.CTRL_CMD_NEWFAMILY,
+			nlAttr(unix.CTRL_ATTR_FAMILY_ID, binary.NativeEndian.AppendUint16(nil, testNetdevFamilyID)),
+			nlAttr(unix.CTRL_ATTR_FAMILY_NAME, []byte("netdev\x00")),
+			nlAttr(unix.CTRL_ATTR_VERSION, nlU32(1)),
+			nlAttr(unix.CTRL_ATTR_OPS|unix.NLA_F_NESTED, nlCat(ops...)),
 		), nil
 	}
 }
@@ -294,9 +294,9 @@ func TestQueues(t *testing.T) {
 	var flags netlink.HeaderFlags
 	fakeKernel(t, testNetdevFamily, func(greq genetlink.Message, nreq netlink.Message) ([]genetlink.Message, error) {
 		got, flags = greq, nreq.Header.Flags
-		msgs := reply(_NETDEV_CMD_QUEUE_GET, nla(1, u32(0)), nla(2, u32(3)), nla(3, u32(0)), nla(4, u32(8193)), nla(5, u32(7)))
-		msgs = append(msgs, reply(_NETDEV_CMD_QUEUE_GET, nla(1, u32(1)), nla(2, u32(3)), nla(3, u32(0)), nla(6|unix.NLA_F_NESTED, nil))...)
-		msgs = append(msgs, reply(_NETDEV_CMD_QUEUE_GET, nla(1, u32(0)), nla(2, u32(3)), nla(3, u32(1)), nla(7|unix.NLA_F_NESTED, nil))...)
+		msgs := genlReply(_NETDEV_CMD_QUEUE_GET, nlAttr(1, nlU32(0)), nlAttr(2, nlU32(3)), nlAttr(3, nlU32(0)), nlAttr(4, nlU32(8193)), nlAttr(5, nlU32(7)))
+		msgs = append(msgs, genlReply(_NETDEV_CMD_QUEUE_GET, nlAttr(1, nlU32(1)), nlAttr(2, nlU32(3)), nlAttr(3, nlU32(0)), nlAttr(6|unix.NLA_F_NESTED, nil))...)
+		msgs = append(msgs, genlReply(_NETDEV_CMD_QUEUE_GET, nlAttr(1, nlU32(0)), nlAttr(2, nlU32(3)), nlAttr(3, nlU32(1)), nlAttr(7|unix.NLA_F_NESTED, nil))...)
 		return msgs, nil
 	})
 	n, err := DialNetdev()
@@ -311,7 +311,7 @@ func TestQueues(t *testing.T) {
 	if got.Header.Command != 10 || flags&netlink.Dump != netlink.Dump {
 		t.Errorf("command %d flags %v, want queue-get dump", got.Header.Command, flags)
 	}
-	if diff := cmp.Diff(nla(2, u32(3)), got.Data); diff != "" {
+	if diff := cmp.Diff(nlAttr(2, nlU32(3)), got.Data); diff != "" {
 		t.Errorf("request (-want +got):\n%s", diff)
 	}
 	want := []Queue{
@@ -328,7 +328,7 @@ func TestQueueDo(t *testing.T) {
 	var got genetlink.Message
 	fakeKernel(t, testNetdevFamily, func(greq genetlink.Message, _ netlink.Message) ([]genetlink.Message, error) {
 		got = greq
-		return reply(_NETDEV_CMD_QUEUE_GET, nla(1, u32(2)), nla(2, u32(5)), nla(3, u32(0)), nla(5, u32(11))), nil
+		return genlReply(_NETDEV_CMD_QUEUE_GET, nlAttr(1, nlU32(2)), nlAttr(2, nlU32(5)), nlAttr(3, nlU32(0)), nlAttr(5, nlU32(11))), nil
 	})
 	n, err := DialNetdev()
 	if err != nil {
@@ -339,7 +339,7 @@ func TestQueueDo(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if diff := cmp.Diff(cat(nla(2, u32(5)), nla(3, u32(0)), nla(1, u32(2))), got.Data); diff != "" {
+	if diff := cmp.Diff(nlCat(nlAttr(2, nlU32(5)), nlAttr(3, nlU32(0)), nlAttr(1, nlU32(2))), got.Data); diff != "" {
 		t.Errorf("request (-want +got):\n%s", diff)
 	}
 	if diff := cmp.Diff(&Queue{ID: 2, Ifindex: 5, DMABuf: 11}, q); diff != "" {
@@ -349,17 +349,17 @@ func TestQueueDo(t *testing.T) {
 
 func TestPagePools(t *testing.T) {
 	fakeKernel(t, testNetdevFamily, func(greq genetlink.Message, _ netlink.Message) ([]genetlink.Message, error) {
-		if diff := cmp.Diff(nla(2, u32(3)), greq.Data); diff != "" {
+		if diff := cmp.Diff(nlAttr(2, nlU32(3)), greq.Data); diff != "" {
 			t.Errorf("request (-want +got):\n%s", diff)
 		}
-		msgs := reply(_NETDEV_CMD_PAGE_POOL_GET,
-			nla(1, u32(12)), nla(2, u32(3)), nla(3, u32(8193)),
-			nla(4, u32(64)), nla(5, u64(1<<33)), nla(7, u32(7)))
-		msgs = append(msgs, reply(_NETDEV_CMD_PAGE_POOL_GET,
-			nla(1, u64(1<<40)), nla(2, u32(3)), nla(4, u64(0)), nla(5, u32(0)),
-			nla(6, u32(1234)), nla(8|unix.NLA_F_NESTED, nil))...)
+		msgs := genlReply(_NETDEV_CMD_PAGE_POOL_GET,
+			nlAttr(1, nlU32(12)), nlAttr(2, nlU32(3)), nlAttr(3, nlU32(8193)),
+			nlAttr(4, nlU32(64)), nlAttr(5, nlU64(1<<33)), nlAttr(7, nlU32(7)))
+		msgs = append(msgs, genlReply(_NETDEV_CMD_PAGE_POOL_GET,
+			nlAttr(1, nlU64(1<<40)), nlAttr(2, nlU32(3)), nlAttr(4, nlU64(0)), nlAttr(5, nlU32(0)),
+			nlAttr(6, nlU32(1234)), nlAttr(8|unix.NLA_F_NESTED, nil))...)
 		// Another device's pool (a kernel that ignores the filter).
-		msgs = append(msgs, reply(_NETDEV_CMD_PAGE_POOL_GET, nla(1, u32(99)), nla(2, u32(4)))...)
+		msgs = append(msgs, genlReply(_NETDEV_CMD_PAGE_POOL_GET, nlAttr(1, nlU32(99)), nlAttr(2, nlU32(4)))...)
 		return msgs, nil
 	})
 	n, err := DialNetdev()
@@ -385,10 +385,10 @@ func TestQStats(t *testing.T) {
 	fakeKernel(t, testNetdevFamily, func(greq genetlink.Message, _ netlink.Message) ([]genetlink.Message, error) {
 		got = greq
 		return append(
-			reply(_NETDEV_CMD_QSTATS_GET, nla(1, u32(3)), nla(2, u32(0)), nla(3, u32(1)),
-				nla(8, u32(10)), nla(9, u64(1<<35)), nla(12, u32(2)), nla(13, u64(0))),
-			reply(_NETDEV_CMD_QSTATS_GET, nla(1, u32(3)), nla(2, u32(1)), nla(3, u32(0)),
-				nla(10, u32(5)), nla(11, u32(500)))...), nil
+			genlReply(_NETDEV_CMD_QSTATS_GET, nlAttr(1, nlU32(3)), nlAttr(2, nlU32(0)), nlAttr(3, nlU32(1)),
+				nlAttr(8, nlU32(10)), nlAttr(9, nlU64(1<<35)), nlAttr(12, nlU32(2)), nlAttr(13, nlU64(0))),
+			genlReply(_NETDEV_CMD_QSTATS_GET, nlAttr(1, nlU32(3)), nlAttr(2, nlU32(1)), nlAttr(3, nlU32(0)),
+				nlAttr(10, nlU32(5)), nlAttr(11, nlU32(500)))...), nil
 	})
 	n, err := DialNetdev()
 	if err != nil {
@@ -399,7 +399,7 @@ func TestQStats(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if diff := cmp.Diff(cat(nla(1, u32(3)), nla(4, u32(1))), got.Data); diff != "" {
+	if diff := cmp.Diff(nlCat(nlAttr(1, nlU32(3)), nlAttr(4, nlU32(1))), got.Data); diff != "" {
 		t.Errorf("request (-want +got):\n%s", diff)
 	}
 	want := []QStats{
@@ -423,10 +423,10 @@ func TestQStats(t *testing.T) {
 
 func TestDevice(t *testing.T) {
 	fakeKernel(t, testNetdevFamily, func(greq genetlink.Message, _ netlink.Message) ([]genetlink.Message, error) {
-		if diff := cmp.Diff(nla(1, u32(3)), greq.Data); diff != "" {
+		if diff := cmp.Diff(nlAttr(1, nlU32(3)), greq.Data); diff != "" {
 			t.Errorf("request (-want +got):\n%s", diff)
 		}
-		return reply(_NETDEV_CMD_DEV_GET, nla(1, u32(3)), nla(3, u64(0x7f)), nla(4, u32(1)), nla(5, u64(3)), nla(6, u64(1))), nil
+		return genlReply(_NETDEV_CMD_DEV_GET, nlAttr(1, nlU32(3)), nlAttr(3, nlU64(0x7f)), nlAttr(4, nlU32(1)), nlAttr(5, nlU64(3)), nlAttr(6, nlU64(1))), nil
 	})
 	n, err := DialNetdev()
 	if err != nil {
