@@ -1,0 +1,83 @@
+# Entry points: `make test` (everything, from a fresh Debian bookworm as
+# root) and `make demo`. See selftest/README.md for how the VM harness works.
+
+SHELL := /bin/bash
+export PATH := /usr/local/go/bin:$(PATH)
+
+GO     ?= go
+BIN    := $(abspath bin)
+VMEXEC := $(BIN)/vmexec
+# The test kernel: DEVMEM_KERNEL (a bzImage or its directory) wins, else
+# selftest/kernel/build.sh, which caches, so asking again costs seconds.
+KERNEL_BUILD := selftest/kernel/build.sh
+
+# Debian packages: the kernel build (flex ... xz-utils), its C ncdevmem (YNL
+# needs python3-yaml/jsonschema), the VM (qemu) and what runs inside it
+# (ethtool, socat, iproute2).
+DEB_PACKAGES := qemu-system-x86 flex bison libelf-dev libssl-dev bc cpio make gcc libc6-dev \
+	xz-utils perl ethtool socat iproute2 python3 python3-yaml python3-jsonschema \
+	debian-archive-keyring ca-certificates
+
+.PHONY: all deps kernel unit vmtest test demo bench clean $(VMEXEC)
+
+all: test
+
+test: deps kernel unit vmtest
+
+deps:
+	@missing=$$(for p in $(DEB_PACKAGES); do \
+		dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q '^install ok installed' || echo $$p; \
+	done); \
+	if [ -n "$$missing" ]; then \
+		echo "deps: installing" $$missing; \
+		sudo=; [ "$$(id -u)" = 0 ] || sudo=sudo; \
+		$$sudo apt-get update -q && \
+		DEBIAN_FRONTEND=noninteractive $$sudo apt-get install -y -q $$missing; \
+	fi
+	@command -v $(GO) >/dev/null || { echo "deps: Go not found; expected it in /usr/local/go/bin" >&2; exit 1; }
+
+kernel:
+	@if [ -n "$$DEVMEM_KERNEL" ]; then \
+		echo "kernel: using DEVMEM_KERNEL=$$DEVMEM_KERNEL"; \
+	elif [ -x $(KERNEL_BUILD) ]; then \
+		$(KERNEL_BUILD); \
+	else \
+		echo "kernel: $(KERNEL_BUILD) is missing; set DEVMEM_KERNEL=path/to/bzImage" >&2; exit 1; \
+	fi
+
+unit:
+	$(GO) vet ./...
+	$(GO) test -race ./...
+	@if grep -qs '^func FuzzParseControl(' *_test.go; then \
+		echo "$(GO) test -run='^$$' -fuzz=FuzzParseControl -fuzztime=10s ."; \
+		$(GO) test -run='^$$' -fuzz=FuzzParseControl -fuzztime=10s .; \
+	fi
+
+# One vmexec binary serves every package; phony so it is always current
+# (go build is a cache hit when nothing changed).
+$(VMEXEC):
+	@mkdir -p $(BIN)
+	$(GO) build -o $@ ./selftest/vmexec
+
+# kernel_dir prints the kernel directory (DEVMEM_KERNEL or build.sh's last line).
+kernel_dir = $${DEVMEM_KERNEL:-$$($(KERNEL_BUILD) | tail -n1)}
+
+# The host-side vmexec tests boot VMs themselves; every package's tests then
+# run inside the VM, one package (one boot) at a time.
+vmtest: $(VMEXEC)
+	@kernel="$(kernel_dir)" && [ -n "$$kernel" ] && export DEVMEM_KERNEL="$$kernel" && \
+	echo "vmtest: kernel $$kernel" && \
+	$(GO) test -count=1 ./selftest/vmexec/ && \
+	$(GO) test -tags vmtest -exec $(VMEXEC) -count=1 -p 1 -v ./...
+
+# Smoke test until cmd/ncdevmem lands: the kernel's C ncdevmem receives a
+# validated 64 MiB socat stream from the peer netns into a udmabuf.
+demo: $(VMEXEC)
+	@kernel="$(kernel_dir)" && [ -n "$$kernel" ] && \
+	$(VMEXEC) -kernel "$$kernel" -- /bin/sh $(abspath selftest/vmexec/demo_c_ncdevmem.sh)
+
+bench:
+	@echo "bench: not yet" >&2; exit 1
+
+clean:
+	rm -rf $(BIN)
