@@ -1,0 +1,7 @@
+//go:build !linux
+
+package devmem
+
+const sockoptSupported = false
+
+func (r *TokenReleaser) dontneed(fd uintptr) {}
