@@ -1,0 +1,615 @@
+package devmem
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"os"
+	"sort"
+	"sync"
+	"syscall"
+	"time"
+)
+
+// SenderConfig tunes a Sender. The zero value sends each range with as few
+// sendmsg calls as the kernel allows.
+type SenderConfig struct {
+	// ChunkSize, when positive, splits every range into iovecs of at most
+	// this many bytes (ncdevmem's -z). The kernel splits at page boundaries
+	// on its own, so this only matters to exercise multi-iovec sends.
+	ChunkSize int64
+	// MaxIOVs caps the iovecs of one sendmsg call; 0 or anything above
+	// UIO_MAXIOV (1024) means 1024.
+	MaxIOVs int
+}
+
+// uioMaxIOV is UIO_MAXIOV: sendmsg refuses more iovecs with EMSGSIZE.
+const uioMaxIOV = 1024
+
+// maxSendmsgBytes bounds one sendmsg call. The kernel clamps a call to
+// MAX_RW_COUNT (INT_MAX rounded down to a page) anyway; staying well below
+// keeps sizes valid in a 32-bit size_t.
+const maxSendmsgBytes = 1 << 30
+
+// Completion reports that the kernel is done with the dma-buf range of one
+// Send: the device has read it and the range may be rewritten.
+type Completion struct {
+	// Seq is the value Send returned.
+	Seq uint32
+	// Offset and Length are the dma-buf range that was queued (Length is
+	// shorter than asked when Send failed part way, see PartialSendError).
+	Offset, Length int64
+	// Copied reports that the kernel fell back to copying for at least one
+	// of the sendmsg calls (SO_EE_CODE_ZEROCOPY_COPIED). It does not happen
+	// for device memory, which cannot be copied.
+	Copied bool
+}
+
+// PartialSendError is returned by Send when it queued part of a range and
+// then failed. The queued part is tracked under Seq like any other Send: wait
+// for it before reusing the range.
+type PartialSendError struct {
+	Seq    uint32
+	Queued int64
+	Err    error
+}
+
+func (e *PartialSendError) Error() string {
+	return e.Err.Error() + " (after queuing " + itoa(uint64(e.Queued)) + " bytes as send " + itoa(uint64(e.Seq)) + ")"
+}
+
+func (e *PartialSendError) Unwrap() error { return e.Err }
+
+// ErrSendsPending is reported by Close when sends had not completed yet.
+var ErrSendsPending = errors.New("sends still waiting for zerocopy completion")
+
+// A Sender transmits ranges of a dma-buf bound for transmit (bind-tx) over a
+// TCP socket: sendmsg with MSG_ZEROCOPY and an SCM_DEVMEM_DMABUF control
+// message naming the binding, where each iovec holds an offset into the
+// dma-buf instead of a pointer. The device reads the payload straight out of
+// the dma-buf, so a range must not be rewritten until its completion arrives
+// on the socket's error queue; the Sender maps those completions back to the
+// Sends that queued them.
+//
+// The Sender must be the only MSG_ZEROCOPY user of the socket from the first
+// send on: the kernel numbers zerocopy sendmsg calls per socket and the
+// Sender relies on seeing all of them. Waiting (for buffer space or for
+// completions) goes through the Go poller and honours the connection's write
+// deadline; set it with SetWriteDeadline so context cancellation can restore
+// it. Waiting for completions takes the connection's write lock, so it waits
+// behind a Send blocked on a full send buffer.
+//
+// A Sender is safe for concurrent use; Sends are serialized.
+type Sender struct {
+	rc       syscall.RawConn
+	dl       writeDeadliner // nil when the conn has no deadlines
+	dmabufID uint32
+	chunk    int64
+	maxIOVs  int
+
+	// iovBase is added to every offset: 0 for device memory, the address
+	// of an ordinary buffer in tests of the completion machinery (which
+	// then sends no SCM_DEVMEM_DMABUF).
+	iovBase uintptr
+
+	sendMu  sync.Mutex // serializes Sends: their sendmsg calls number in order
+	iovs    []iovec    // guarded by sendMu
+	control []byte     // the SCM_DEVMEM_DMABUF cmsg, built once
+
+	mu          sync.Mutex
+	nextSeq     uint32
+	nextCounter uint64       // the kernel's next zerocopy id, extended to 64 bits
+	pending     []sendRecord // by counter; the last one may still be open
+	done        []Completion // reaped but not yet returned by Completions
+	recordDone  bool         // the current reap is for Completions
+	deadline    time.Time
+	closed      bool
+	reapBuf     []byte
+}
+
+type writeDeadliner interface {
+	SetWriteDeadline(t time.Time) error
+}
+
+// sendRecord follows one Send through the kernel's zerocopy ids.
+type sendRecord struct {
+	seq         uint32
+	off, n      int64
+	first, last uint64 // kernel zerocopy ids of the Send's sendmsg calls
+	remaining   uint64 // ids not yet completed
+	copied      bool
+	open        bool // the Send is still issuing sendmsg calls
+	report      bool // completed during a reap for Completions
+}
+
+// NewSender prepares the socket of c (a *net.TCPConn, connected or about to
+// be) to send from the dma-buf whose bind-tx binding has id dmabufID
+// (Binding.ID): it turns SO_ZEROCOPY on. Bind the socket to the bound device
+// too (BindToDevice), or the kernel refuses routes that leave through another
+// device with ENODEV.
+func NewSender(c syscall.Conn, dmabufID uint32, cfg SenderConfig) (*Sender, error) {
+	if dmabufID == 0 {
+		return nil, &Error{Op: "new sender", Errno: syscall.EINVAL, Err: syscall.EINVAL,
+			Message: "dma-buf id 0 is not a binding (the kernel reads 0 as \"not devmem\")"}
+	}
+	return newSender(c, dmabufID, cfg, 0)
+}
+
+func newSender(c syscall.Conn, dmabufID uint32, cfg SenderConfig, iovBase uintptr) (*Sender, error) {
+	if cfg.ChunkSize < 0 {
+		return nil, &Error{Op: "new sender", Errno: syscall.EINVAL, Err: syscall.EINVAL, Message: "negative ChunkSize"}
+	}
+	rc, err := c.SyscallConn()
+	if err != nil {
+		return nil, &Error{Op: "new sender", Err: err}
+	}
+	s := &Sender{
+		rc:       rc,
+		dmabufID: dmabufID,
+		chunk:    cfg.ChunkSize,
+		maxIOVs:  cfg.MaxIOVs,
+		iovBase:  iovBase,
+	}
+	if s.maxIOVs <= 0 || s.maxIOVs > uioMaxIOV {
+		s.maxIOVs = uioMaxIOV
+	}
+	s.dl, _ = c.(writeDeadliner)
+	if dmabufID != 0 {
+		s.control = nativeTxABI.dmabufCmsg(dmabufID)
+	}
+	if err := s.init(); err != nil {
+		return nil, err
+	}
+	return s, nil
+}
+
+// DMABufID returns the id of the TX binding the Sender sends from.
+func (s *Sender) DMABufID() uint32 { return s.dmabufID }
+
+// Send queues the dma-buf range [off, off+n) on the socket, issuing as many
+// sendmsg calls as it takes (TCP may accept less than asked per call), and
+// returns the sequence number that Completions and WaitComplete report for
+// it. It blocks while the send buffer is full, up to the write deadline.
+//
+// Failing part way it returns a *PartialSendError carrying the sequence
+// number of the part that was queued. The kernel refuses with EINVAL a dma-buf
+// id that is no TX binding and, before Linux 6.16, any devmem send; with
+// ENODEV a route through another device than the bound one; with EFAULT an
+// offset beyond the dma-buf.
+func (s *Sender) Send(off, n int64) (seq uint32, err error) {
+	return s.SendContext(context.Background(), off, n)
+}
+
+// SendContext is Send, giving up when ctx is done.
+func (s *Sender) SendContext(ctx context.Context, off, n int64) (seq uint32, err error) {
+	if off < 0 || n <= 0 || off+n < off || uint64(off+n) > uint64(^uintptr(0)-s.iovBase) {
+		return 0, &Error{Op: "sendmsg", Errno: syscall.EINVAL, Err: syscall.EINVAL,
+			Message: "bad range: offset " + itoa(uint64(off)) + " length " + itoa(uint64(n))}
+	}
+	s.sendMu.Lock()
+	defer s.sendMu.Unlock()
+
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return 0, &Error{Op: "sendmsg", Err: os.ErrClosed}
+	}
+	seq = s.nextSeq
+	s.mu.Unlock()
+
+	var queued int64
+	err = s.withContext(ctx, func() error {
+		var err error
+		queued, err = s.sendRange(seq, off, n)
+		return err
+	})
+	if queued > 0 {
+		s.mu.Lock()
+		s.nextSeq++
+		s.pending[len(s.pending)-1].open = false
+		s.compact()
+		s.mu.Unlock()
+	}
+	switch {
+	case err == nil:
+		return seq, nil
+	case queued > 0:
+		return seq, &PartialSendError{Seq: seq, Queued: queued, Err: err}
+	}
+	return 0, err
+}
+
+// noteSent records one successful sendmsg call of the Send seq: it used the
+// kernel's next zerocopy id. Recording each call at once (not when the Send
+// returns) lets a concurrent reaper match completions that arrive between a
+// Send's calls.
+func (s *Sender) noteSent(seq uint32, off int64, written int64) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	id := s.nextCounter
+	s.nextCounter++
+	if k := len(s.pending); k > 0 && s.pending[k-1].open && s.pending[k-1].seq == seq {
+		r := &s.pending[k-1]
+		r.n += written
+		r.last = id
+		r.remaining++
+		return
+	}
+	s.pending = append(s.pending, sendRecord{seq: seq, off: off, n: written, first: id, last: id, remaining: 1, open: true})
+}
+
+// complete applies one zerocopy notification: kernel ids lo..hi (inclusive,
+// 32 bits, possibly several sendmsg calls coalesced) are done.
+func (s *Sender) complete(lo, hi uint32, copied bool) {
+	if len(s.pending) == 0 {
+		return
+	}
+	// Extend the 32-bit ids to 64 bits relative to the oldest outstanding
+	// id: every id the kernel reports is at or after it.
+	base := s.pending[0].first
+	lo64 := base + uint64(lo-uint32(base))
+	hi64 := lo64 + uint64(hi-lo)
+	i := sort.Search(len(s.pending), func(i int) bool { return s.pending[i].last >= lo64 })
+	for ; i < len(s.pending) && s.pending[i].first <= hi64; i++ {
+		r := &s.pending[i]
+		ov := min(r.last, hi64) - max(r.first, lo64) + 1
+		r.remaining -= min(ov, r.remaining)
+		r.copied = r.copied || copied
+		if r.remaining == 0 && s.recordDone {
+			r.report = true
+		}
+	}
+	s.compact()
+}
+
+// compact drops finished records, queuing for Completions those that a reap
+// on its behalf finished.
+func (s *Sender) compact() {
+	j := 0
+	for _, r := range s.pending {
+		if r.remaining == 0 && !r.open {
+			if r.report {
+				s.done = append(s.done, Completion{Seq: r.seq, Offset: r.off, Length: r.n, Copied: r.copied})
+			}
+			continue
+		}
+		s.pending[j] = r
+		j++
+	}
+	clear(s.pending[j:])
+	s.pending = s.pending[:j]
+}
+
+// Pending returns the number of Sends whose completion has not been reaped
+// yet.
+func (s *Sender) Pending() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.pending)
+}
+
+// isPending reports whether Send seq is still waiting for completion, and
+// whether seq was ever returned by Send.
+func (s *Sender) isPending(seq uint32) (pending, issued bool) {
+	if int32(seq-s.nextSeq) >= 0 {
+		return false, false
+	}
+	for _, r := range s.pending {
+		if r.seq == seq {
+			return true, true
+		}
+	}
+	return false, true
+}
+
+// Completions waits until at least one Send completes and returns the
+// completions reaped, appended to dst. It returns at once, with nothing, when
+// no Send is pending. Each completion is reported once; completions reaped by
+// WaitComplete or Flush are not reported here, so use either this stream or
+// those point waits.
+func (s *Sender) Completions(ctx context.Context, dst []Completion) ([]Completion, error) {
+	s.mu.Lock()
+	if len(s.done) > 0 || len(s.pending) == 0 {
+		dst = append(dst, s.done...)
+		s.done = s.done[:0]
+		s.mu.Unlock()
+		return dst, nil
+	}
+	s.mu.Unlock()
+	err := s.withContext(ctx, func() error {
+		return s.reapUntil(true, func() bool { return len(s.done) > 0 || len(s.pending) == 0 })
+	})
+	s.mu.Lock()
+	dst = append(dst, s.done...)
+	s.done = s.done[:0]
+	s.mu.Unlock()
+	return dst, err
+}
+
+// WaitComplete waits until Send seq has completed, so its range may be
+// rewritten.
+func (s *Sender) WaitComplete(ctx context.Context, seq uint32) error {
+	s.mu.Lock()
+	pending, issued := s.isPending(seq)
+	s.mu.Unlock()
+	if !issued {
+		return &Error{Op: "wait completion", Errno: syscall.EINVAL, Err: syscall.EINVAL,
+			Message: "send " + itoa(uint64(seq)) + " was never issued"}
+	}
+	if !pending {
+		return nil
+	}
+	return s.withContext(ctx, func() error {
+		return s.reapUntil(false, func() bool { p, _ := s.isPending(seq); return !p })
+	})
+}
+
+// Flush waits until every Send so far has completed.
+func (s *Sender) Flush(ctx context.Context) error {
+	if s.Pending() == 0 {
+		return nil
+	}
+	return s.withContext(ctx, func() error {
+		return s.reapUntil(false, func() bool { return len(s.pending) == 0 })
+	})
+}
+
+// SetWriteDeadline sets the write deadline of the connection, which bounds
+// Send and the completion waits. Set deadlines here rather than on the
+// connection so the context variants can restore them.
+func (s *Sender) SetWriteDeadline(t time.Time) error {
+	if s.dl == nil {
+		return &Error{Op: "set write deadline", Err: ErrNotSupported, Message: "the connection has no deadlines"}
+	}
+	s.mu.Lock()
+	s.deadline = t
+	s.mu.Unlock()
+	return s.dl.SetWriteDeadline(t)
+}
+
+// Close reaps the completions already queued and reports, as an error
+// wrapping ErrSendsPending, Sends still in flight: their ranges must not be
+// reused until the socket is closed (which frees them once the data is
+// acknowledged or dropped). Call Flush first to wait for them. Close does not
+// close the connection; the Sender is unusable afterwards.
+func (s *Sender) Close() error {
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return nil
+	}
+	s.closed = true
+	s.mu.Unlock()
+	err := s.reapNow()
+	s.mu.Lock()
+	n := len(s.pending)
+	s.mu.Unlock()
+	if err == nil && n > 0 {
+		err = &Error{Op: "close sender", Err: ErrSendsPending, Message: itoa(uint64(n)) + " sends in flight"}
+	}
+	return err
+}
+
+// aLongTimeAgo is a deadline in the past, to wake a blocked wait.
+var aLongTimeAgo = time.Unix(1, 0)
+
+// withContext runs fn, waking it through the write deadline when ctx is done
+// and restoring the deadline set with SetWriteDeadline afterwards.
+func (s *Sender) withContext(ctx context.Context, fn func() error) error {
+	if ctx == nil || ctx.Done() == nil || s.dl == nil {
+		return fn()
+	}
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	fired := make(chan struct{})
+	stop := context.AfterFunc(ctx, func() {
+		defer close(fired)
+		_ = s.dl.SetWriteDeadline(aLongTimeAgo)
+	})
+	err := fn()
+	if !stop() {
+		<-fired
+		s.mu.Lock()
+		d := s.deadline
+		s.mu.Unlock()
+		_ = s.dl.SetWriteDeadline(d)
+		if err != nil && errors.Is(err, os.ErrDeadlineExceeded) {
+			err = &Error{Op: opOf(err), Err: ctx.Err()}
+		}
+	}
+	return err
+}
+
+func opOf(err error) string {
+	var e *Error
+	if errors.As(err, &e) {
+		return e.Op
+	}
+	return "wait"
+}
+
+// sendErrnoHint explains the sendmsg errnos that devmem TX adds
+// (net/ipv4/tcp.c, net/core/devmem.c, net/core/datagram.c).
+func sendErrnoHint(errno syscall.Errno, id uint32) string {
+	switch errno {
+	case syscall.EINVAL:
+		return "dma-buf id " + itoa(uint64(id)) + " is not a TX binding (bind-tx), SO_ZEROCOPY is off, the route lacks scatter-gather, or the kernel lacks devmem TX (Linux 6.16)"
+	case syscall.ENODEV:
+		return "the route to the peer leaves through another device than the bound one; bind the socket to it (BindToDevice)"
+	case syscall.EFAULT:
+		return "an offset lies beyond the end of the dma-buf"
+	case syscall.EHOSTUNREACH:
+		return "no route to the peer for the binding's device"
+	case syscall.ENOBUFS:
+		return "could not allocate zerocopy state (optmem_max or RLIMIT_MEMLOCK)"
+	}
+	return ""
+}
+
+// iovec is struct iovec with the base as an integer: for devmem TX it is an
+// offset into the dma-buf, not a pointer, and must not be seen by the garbage
+// collector as one. Its layout matches unix.Iovec on every architecture.
+type iovec struct {
+	base uintptr
+	len  uintptr
+}
+
+// appendIovecs splits [off, off+n) into iovecs of at most chunk bytes (no
+// limit when chunk is 0), stopping at maxIOVs iovecs or maxBytes bytes, and
+// returns them appended to dst with the number of bytes they cover.
+func appendIovecs(dst []iovec, base uintptr, off, n, chunk int64, maxIOVs int, maxBytes int64) ([]iovec, int64) {
+	var covered int64
+	for k := 0; k < maxIOVs && n > 0 && covered < maxBytes; k++ {
+		l := min(n, maxBytes-covered)
+		if chunk > 0 {
+			l = min(l, chunk)
+		}
+		dst = append(dst, iovec{base: base + uintptr(off), len: uintptr(l)})
+		off += l
+		n -= l
+		covered += l
+	}
+	return dst, covered
+}
+
+// txABI describes struct cmsghdr and struct sock_extended_err on one Linux
+// ABI, so the encoder and the error-queue parser can be tested for every
+// architecture on any host. The Sender uses nativeTxABI.
+type txABI struct {
+	// wordSize is sizeof(size_t): the width of cmsg_len and the cmsg
+	// alignment.
+	wordSize  int
+	bigEndian bool
+	// solSocket and scmDevmemDMABuf are SOL_SOCKET (1, or 0xffff on alpha,
+	// mips, parisc, sparc) and SCM_DEVMEM_DMABUF (79; 0x58 sparc; 0x404F
+	// parisc).
+	solSocket       uint32
+	scmDevmemDMABuf uint32
+}
+
+func (a txABI) order() binary.ByteOrder {
+	if a.bigEndian {
+		return binary.BigEndian
+	}
+	return binary.LittleEndian
+}
+
+func (a txABI) align(n int) int { return (n + a.wordSize - 1) &^ (a.wordSize - 1) }
+
+// hdrLen is sizeof(struct cmsghdr), already aligned (16 or 12).
+func (a txABI) hdrLen() int { return a.wordSize + 8 }
+
+// dmabufCmsg returns the control data of a devmem sendmsg: one cmsg
+// {SOL_SOCKET, SCM_DEVMEM_DMABUF} of length CMSG_LEN(4) (the kernel insists
+// on exactly that) carrying the u32 binding id, padded to CMSG_SPACE(4).
+func (a txABI) dmabufCmsg(id uint32) []byte {
+	b := make([]byte, a.hdrLen()+a.align(4))
+	o := a.order()
+	cmsgLen := uint64(a.hdrLen() + 4)
+	if a.wordSize == 8 {
+		o.PutUint64(b, cmsgLen)
+	} else {
+		o.PutUint32(b, uint32(cmsgLen))
+	}
+	o.PutUint32(b[a.wordSize:], a.solSocket)
+	o.PutUint32(b[a.wordSize+4:], a.scmDevmemDMABuf)
+	o.PutUint32(b[a.hdrLen():], id)
+	return b
+}
+
+// Error-queue numbers; the same on every architecture.
+const (
+	_SOL_IP                     = 0
+	_SOL_IPV6                   = 41
+	_IP_RECVERR                 = 11
+	_IPV6_RECVERR               = 25
+	_SO_EE_ORIGIN_TIMESTAMPING  = 4
+	_SO_EE_ORIGIN_ZEROCOPY      = 5
+	_SO_EE_CODE_ZEROCOPY_COPIED = 1
+	_MSG_CTRUNC                 = 0x8
+	sizeofSockExtendedErr       = 16
+)
+
+// sockExtendedErr is struct sock_extended_err (include/uapi/linux/errqueue.h).
+type sockExtendedErr struct {
+	Errno  uint32
+	Origin uint8
+	Type   uint8
+	Code   uint8
+	Info   uint32 // zerocopy: first id of the range
+	Data   uint32 // zerocopy: last id of the range (inclusive)
+}
+
+// parseErrqueue walks the control data of one recvmsg(MSG_ERRQUEUE) and calls
+// fn for every IP_RECVERR / IPV6_RECVERR extended error in it.
+func (a txABI) parseErrqueue(oob []byte, msgFlags int, fn func(sockExtendedErr)) error {
+	if msgFlags&_MSG_CTRUNC != 0 {
+		return &Error{Op: "recvmsg MSG_ERRQUEUE", Err: ErrMalformedControl,
+			Message: "control data truncated (MSG_CTRUNC): a completion may be lost"}
+	}
+	o := a.order()
+	for off := 0; off < len(oob); {
+		rest := oob[off:]
+		if len(rest) < a.hdrLen() {
+			return &Error{Op: "recvmsg MSG_ERRQUEUE", Err: ErrMalformedControl, Message: "short cmsg header at " + itoa(uint64(off))}
+		}
+		var cmsgLen uint64
+		if a.wordSize == 8 {
+			cmsgLen = o.Uint64(rest)
+		} else {
+			cmsgLen = uint64(o.Uint32(rest))
+		}
+		if cmsgLen < uint64(a.hdrLen()) || cmsgLen > uint64(len(rest)) {
+			return &Error{Op: "recvmsg MSG_ERRQUEUE", Err: ErrMalformedControl, Message: "bad cmsg_len " + itoa(cmsgLen) + " at " + itoa(uint64(off))}
+		}
+		level := o.Uint32(rest[a.wordSize:])
+		typ := o.Uint32(rest[a.wordSize+4:])
+		data := rest[a.hdrLen():cmsgLen]
+		if (level == _SOL_IP && typ == _IP_RECVERR) || (level == _SOL_IPV6 && typ == _IPV6_RECVERR) {
+			if len(data) < sizeofSockExtendedErr {
+				return &Error{Op: "recvmsg MSG_ERRQUEUE", Err: ErrMalformedControl, Message: "short sock_extended_err"}
+			}
+			fn(sockExtendedErr{
+				Errno:  o.Uint32(data[0:]),
+				Origin: data[4],
+				Type:   data[5],
+				Code:   data[6],
+				Info:   o.Uint32(data[8:]),
+				Data:   o.Uint32(data[12:]),
+			})
+		}
+		off += a.align(int(cmsgLen))
+	}
+	return nil
+}
+
+// handleErrqueue applies the control data of one error-queue message to the
+// ledger: zerocopy ranges complete Sends; an error (ee_errno set, for
+// example an ICMP error) is returned. Timestamps are ignored. Callers hold
+// s.mu.
+func (s *Sender) handleErrqueue(a txABI, oob []byte, msgFlags int) error {
+	var first error
+	err := a.parseErrqueue(oob, msgFlags, func(ee sockExtendedErr) {
+		switch {
+		case ee.Origin == _SO_EE_ORIGIN_ZEROCOPY && ee.Errno == 0:
+			s.complete(ee.Info, ee.Data, ee.Code&_SO_EE_CODE_ZEROCOPY_COPIED != 0)
+		case ee.Origin == _SO_EE_ORIGIN_TIMESTAMPING:
+		case ee.Errno != 0 && first == nil:
+			errno := syscall.Errno(ee.Errno)
+			first = &Error{Op: "recvmsg MSG_ERRQUEUE", Errno: errno, Err: errno,
+				Message: "error queue reports origin " + itoa(uint64(ee.Origin)) + " type " + itoa(uint64(ee.Type)) + " code " + itoa(uint64(ee.Code))}
+		}
+	})
+	if err != nil {
+		return err
+	}
+	return first
+}
+
+// BindToDevice binds the socket of c to the network interface ifname
+// (SO_BINDTODEVICE), as devmem TX wants: the kernel refuses a send whose route
+// leaves through another device than the bound one. Call it before connecting.
+func BindToDevice(c syscall.Conn, ifname string) error {
+	return bindToDevice(c, ifname)
+}

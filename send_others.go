@@ -1,0 +1,23 @@
+//go:build !linux
+
+package devmem
+
+import "syscall"
+
+var nativeTxABI = txABI{wordSize: 8, solSocket: 1, scmDevmemDMABuf: 79}
+
+func (s *Sender) init() error { return unsupportedOnOS("new sender") }
+
+func (s *Sender) sendRange(seq uint32, off, n int64) (int64, error) {
+	return 0, unsupportedOnOS("sendmsg")
+}
+
+func (s *Sender) reapUntil(record bool, cond func() bool) error {
+	return unsupportedOnOS("wait completion")
+}
+
+func (s *Sender) reapNow() error { return unsupportedOnOS("recvmsg MSG_ERRQUEUE") }
+
+func bindToDevice(c syscall.Conn, ifname string) error {
+	return unsupportedOnOS("setsockopt SO_BINDTODEVICE")
+}
