@@ -390,8 +390,8 @@ func (s *Sender) Close() error {
 	return err
 }
 
-// aLongTimeAgo is a deadline in the past, to wake a blocked wait.
-var aLongTimeAgo = time.Unix(1, 0)
+// txWakeDeadline is a deadline in the past, to wake a blocked wait.
+var txWakeDeadline = time.Unix(1, 0)
 
 // withContext runs fn, waking it through the write deadline when ctx is done
 // and restoring the deadline set with SetWriteDeadline afterwards.
@@ -405,7 +405,7 @@ func (s *Sender) withContext(ctx context.Context, fn func() error) error {
 	fired := make(chan struct{})
 	stop := context.AfterFunc(ctx, func() {
 		defer close(fired)
-		_ = s.dl.SetWriteDeadline(aLongTimeAgo)
+		_ = s.dl.SetWriteDeadline(txWakeDeadline)
 	})
 	err := fn()
 	if !stop() {
