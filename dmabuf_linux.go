@@ -15,11 +15,12 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// udmabufDevice is the udmabuf character device.
-const udmabufDevice = "/dev/udmabuf"
+// udmabufDevice is the udmabuf character device (a variable for tests).
+var udmabufDevice = "/dev/udmabuf"
 
-// udmabufSizeLimitParam holds the udmabuf module's size limit in MiB.
-const udmabufSizeLimitParam = "/sys/module/udmabuf/parameters/size_limit_mb"
+// udmabufSizeLimitParam holds the udmabuf module's size limit in MiB (a
+// variable for tests).
+var udmabufSizeLimitParam = "/sys/module/udmabuf/parameters/size_limit_mb"
 
 // _DMA_BUF_SET_NAME is _IOW('b', 1, const char *): its size field is the
 // pointer size, so 32-bit processes use _A and 64-bit ones _B.
