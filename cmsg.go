@@ -137,18 +137,13 @@ func parseControl(l cmsgLayout, oob []byte, frags []Frag) (int, error) {
 				return n, ErrTooManyFrags
 			}
 			p := b[hdr : hdr+dmabufCmsgLen]
-			size := l.u32(p[8:])
+			f := &frags[n]
+			f.Size = l.u32(p[8:])
 			if typ == l.linear {
-				frags[n] = Frag{Kind: FragLinear, Offset: linearOff, Size: size}
-				linearOff += uint64(size)
+				f.Kind, f.Offset, f.Token, f.DMABufID = FragLinear, linearOff, 0, 0
+				linearOff += uint64(f.Size)
 			} else {
-				frags[n] = Frag{
-					Kind:     FragDMABuf,
-					Offset:   l.u64(p),
-					Size:     size,
-					Token:    l.u32(p[12:]),
-					DMABufID: l.u32(p[16:]),
-				}
+				f.Kind, f.Offset, f.Token, f.DMABufID = FragDMABuf, l.u64(p), l.u32(p[12:]), l.u32(p[16:])
 			}
 			n++
 		}
