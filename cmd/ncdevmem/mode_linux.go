@@ -1,0 +1,13 @@
+package main
+
+import "context"
+
+func runMode(ctx context.Context, env *runEnv) error {
+	switch env.opts.Mode {
+	case modeServer:
+		return runServer(ctx, env)
+	case modeClient:
+		return runClient(ctx, env)
+	}
+	return runProbe(ctx, env)
+}
