@@ -22,9 +22,10 @@ type validator struct {
 	// the index of seed s in it. pattern is the expected bytes of cycle,
 	// repeated so that any window up to fastChunk long can be compared
 	// with one bytes.Equal.
-	cycle   []uint8
-	pos     [256]int
-	pattern []byte
+	cycle    []uint8
+	pos      [256]int
+	pattern  []byte
+	periodic bool
 
 	offset     uint64 // stream offset of the next byte
 	mismatches int
@@ -45,10 +46,14 @@ func newValidator(modulus uint64) *validator {
 	for i := range v.pos {
 		v.pos[i] = -1
 	}
-	for s := uint8(1); v.pos[s] < 0; s = v.next(s) {
+	s := uint8(1)
+	for ; v.pos[s] < 0; s = v.next(s) {
 		v.pos[s] = len(v.cycle)
 		v.cycle = append(v.cycle, s)
 	}
+	// With modulus 1 the seed sticks at 0 after the first wrap (0 -> 1 is
+	// reset to 0): not a cycle through 1, so no fast path.
+	v.periodic = s == 1
 	for len(v.pattern) < len(v.cycle)+fastChunk {
 		for _, s := range v.cycle {
 			v.pattern = append(v.pattern, expectedByte(s))
@@ -78,7 +83,7 @@ func (v *validator) check(p []byte) error {
 	for len(p) > 0 {
 		n := min(len(p), fastChunk)
 		at := v.pos[v.seed]
-		if bytes.Equal(p[:n], v.pattern[at:at+n]) {
+		if v.periodic && bytes.Equal(p[:n], v.pattern[at:at+n]) {
 			v.seed = v.cycle[(at+n)%len(v.cycle)]
 			v.offset += uint64(n)
 			p = p[n:]
