@@ -104,7 +104,7 @@ func (r *vmRun) boot(ctx context.Context, kernel, dir string, argv []string, sig
 		JobPath:     filepath.Join(dir, "job"),
 		ConsoleSock: filepath.Join(dir, "console.sock"),
 		ControlSock: filepath.Join(dir, "control.sock"),
-		Accel:       pickAccel(r.opts.accel),
+		Accel:       pickAccel(r.opts.accel, kernel),
 		SMP:         r.opts.smp,
 		Mem:         r.opts.mem,
 	}

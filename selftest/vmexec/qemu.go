@@ -4,8 +4,6 @@ import (
 	"fmt"
 	"os"
 	"strings"
-
-	"golang.org/x/sys/unix"
 )
 
 // vmConfig is what the QEMU command line is made of.
@@ -31,11 +29,15 @@ func qemuArgs(c vmConfig) ([]string, error) {
 	}
 	cmdline := strings.Join([]string{
 		"root=/dev/root", "rootfstype=9p",
-		fmt.Sprintf("rootflags=trans=virtio,version=9p2000.L,msize=%d", ninepMsize),
+		fmt.Sprintf("rootflags=trans=virtio,version=9p2000.L,msize=%d,cache=loose", ninepMsize),
 		"ro", "init=" + c.Init,
 		"loglevel=5", "panic=-1", "console=ttyS0",
 		jobEnvVar + "=" + c.JobPath,
 	}, " ")
+	// For debugging the guest kernel, e.g. DEVMEM_VM_APPEND="loglevel=7".
+	if extra := os.Getenv("DEVMEM_VM_APPEND"); extra != "" {
+		cmdline += " " + extra
+	}
 	return []string{
 		"-nographic", "-no-reboot", "-net", "none", "-monitor", "none",
 		"-accel", c.Accel,
@@ -53,39 +55,3 @@ func qemuArgs(c vmConfig) ([]string, error) {
 
 // controlPortName is how the guest finds its port among /sys/class/virtio-ports.
 const controlPortName = "vmexec"
-
-// pickAccel chooses KVM when /dev/kvm opens and can create a VM, else TCG.
-// DEVMEM_VM_ACCEL=kvm|tcg (or -accel) overrides the probe.
-func pickAccel(requested string) string {
-	if requested == "" {
-		requested = os.Getenv("DEVMEM_VM_ACCEL")
-	}
-	if requested != "" && requested != "auto" {
-		return requested
-	}
-	if kvmUsable() {
-		return "kvm"
-	}
-	return "tcg"
-}
-
-func kvmUsable() bool {
-	const (
-		kvmGetAPIVersion = 0xAE00
-		kvmCreateVM      = 0xAE01
-	)
-	fd, err := unix.Open("/dev/kvm", unix.O_RDWR|unix.O_CLOEXEC, 0)
-	if err != nil {
-		return false
-	}
-	defer unix.Close(fd)
-	if v, err := unix.IoctlRetInt(fd, kvmGetAPIVersion); err != nil || v != 12 {
-		return false
-	}
-	vm, err := unix.IoctlRetInt(fd, kvmCreateVM)
-	if err != nil {
-		return false
-	}
-	unix.Close(vm)
-	return true
-}

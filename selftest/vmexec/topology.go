@@ -149,8 +149,9 @@ func newNsimDevice(id int) error {
 	return writeFile("/sys/bus/netdevsim/new_device", fmt.Sprintf("%d %d %d", id, nsimPorts, nsimQueues))
 }
 
-// onlyNetdev returns the one non-loopback interface of the calling thread's
-// netns: the netdevsim port just created there.
+// onlyNetdev returns the one Ethernet interface of the calling thread's
+// netns: the netdevsim port just created there (the others are loopback and
+// the IPv6 tunnels' fallback devices, sit0 and friends).
 func onlyNetdev() (string, int, error) {
 	ifs, err := net.Interfaces()
 	if err != nil {
@@ -158,12 +159,12 @@ func onlyNetdev() (string, int, error) {
 	}
 	var found []net.Interface
 	for _, i := range ifs {
-		if i.Flags&net.FlagLoopback == 0 {
+		if i.Flags&net.FlagLoopback == 0 && len(i.HardwareAddr) == 6 {
 			found = append(found, i)
 		}
 	}
 	if len(found) != 1 {
-		return "", 0, fmt.Errorf("expected one netdevsim interface, found %d", len(found))
+		return "", 0, fmt.Errorf("expected one netdevsim interface, found %v", found)
 	}
 	return found[0].Name, found[0].Index, nil
 }
