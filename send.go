@@ -613,3 +613,17 @@ func (s *Sender) handleErrqueue(a txABI, oob []byte, msgFlags int) error {
 func BindToDevice(c syscall.Conn, ifname string) error {
 	return bindToDevice(c, ifname)
 }
+
+// BindToDeviceControl returns a net.Dialer (or net.ListenConfig) Control
+// function that binds the socket to ifname before it connects, as ncdevmem's
+// client does.
+func BindToDeviceControl(ifname string) func(network, address string, c syscall.RawConn) error {
+	return func(network, address string, c syscall.RawConn) error {
+		return bindToDevice(rawConnHolder{c}, ifname)
+	}
+}
+
+// rawConnHolder presents a RawConn as a syscall.Conn.
+type rawConnHolder struct{ rc syscall.RawConn }
+
+func (h rawConnHolder) SyscallConn() (syscall.RawConn, error) { return h.rc, nil }

@@ -234,3 +234,24 @@ func TestBindToDevice(t *testing.T) {
 		t.Errorf("BindToDevice(nosuchdev0) = %v, want os.ErrNotExist", err)
 	}
 }
+
+func TestBindToDeviceControl(t *testing.T) {
+	ln, err := net.Listen("tcp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	d := net.Dialer{Control: BindToDeviceControl("lo")}
+	c, err := d.Dial("tcp4", ln.Addr().String())
+	if err != nil {
+		if errors.Is(err, os.ErrPermission) {
+			t.Skip(err)
+		}
+		t.Fatal(err)
+	}
+	c.Close()
+	d = net.Dialer{Control: BindToDeviceControl("nosuchdev0")}
+	if _, err := d.Dial("tcp4", ln.Addr().String()); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("dial bound to a missing device: %v", err)
+	}
+}
