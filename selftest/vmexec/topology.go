@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"strconv"
+	"strings"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -80,7 +81,7 @@ func setupTopology(logf func(string, ...any)) (*topology, error) {
 	if t.ifname, t.ifindex, err = onlyNetdev(); err != nil {
 		return nil, err
 	}
-	if err := run(ip, "netns", "add", peerNetns); err != nil {
+	if err := addNetns(peerNetns); err != nil {
 		return nil, err
 	}
 	peerNS, err := os.Open("/run/netns/" + peerNetns)
@@ -114,26 +115,26 @@ func setupTopology(logf func(string, ...any)) (*topology, error) {
 	if err != nil {
 		return nil, fmt.Errorf("peer netns: %w", err)
 	}
-	// Carrier comes up only if both ends are running when they are linked.
-	if err := run(ip, "link", "set", t.ifname, "up"); err != nil {
+	// Carrier comes up only if both ends are running when they are linked,
+	// so links go up (and get their addresses) first. One ip process per
+	// netns: each exec pays for loading ip over 9p.
+	if err := ipBatch(ip, "",
+		"link set "+t.ifname+" up",
+		"addr add "+hostAddr4+"/24 dev "+t.ifname,
+		"addr add "+hostAddr6+"/64 dev "+t.ifname+" nodad",
+	); err != nil {
 		return nil, err
 	}
-	if err := run(ip, "-n", peerNetns, "link", "set", t.peerIfname, "up"); err != nil {
+	if err := ipBatch(ip, peerNetns,
+		"link set "+t.peerIfname+" up",
+		"addr add "+peerAddr4+"/24 dev "+t.peerIfname,
+		"addr add "+peerAddr6+"/64 dev "+t.peerIfname+" nodad",
+	); err != nil {
 		return nil, err
 	}
 	link := fmt.Sprintf("%d:%d %d:%d", initNS.Fd(), t.ifindex, peerNS.Fd(), t.peerIfindex)
 	if err := writeFile("/sys/bus/netdevsim/link_device", link); err != nil {
 		return nil, err
-	}
-	for _, args := range [][]string{
-		{"addr", "add", hostAddr4 + "/24", "dev", t.ifname},
-		{"addr", "add", hostAddr6 + "/64", "dev", t.ifname, "nodad"},
-		{"-n", peerNetns, "addr", "add", peerAddr4 + "/24", "dev", t.peerIfname},
-		{"-n", peerNetns, "addr", "add", peerAddr6 + "/64", "dev", t.peerIfname, "nodad"},
-	} {
-		if err := run(ip, args...); err != nil {
-			return nil, err
-		}
 	}
 	logf("netdevsim %s (ifindex %d) <-> peer %s (ifindex %d)", t.ifname, t.ifindex, t.peerIfname, t.peerIfindex)
 	if err := checkTCP(peerNS); err != nil {
@@ -273,9 +274,47 @@ func findTool(name string) (string, error) {
 	return "", fmt.Errorf("%s not found (install iproute2)", name)
 }
 
-func run(name string, args ...string) error {
+// addNetns does what "ip netns add" does, minus making /run/netns a shared
+// mount: a new netns kept alive by a bind mount on /run/netns/NAME, which
+// "ip netns exec NAME" and setns(open(/run/netns/NAME)) then find.
+func addNetns(name string) error {
+	if err := os.MkdirAll("/run/netns", 0o755); err != nil {
+		return err
+	}
+	path := "/run/netns/" + name
+	if err := os.WriteFile(path, nil, 0o444); err != nil {
+		return err
+	}
+	errc := make(chan error, 1)
+	go func() {
+		// The thread is left in the new netns and dies with the goroutine.
+		runtime.LockOSThread()
+		if err := unix.Unshare(unix.CLONE_NEWNET); err != nil {
+			errc <- fmt.Errorf("unshare netns: %w", err)
+			return
+		}
+		if err := unix.Mount("/proc/thread-self/ns/net", path, "", unix.MS_BIND, ""); err != nil {
+			errc <- fmt.Errorf("bind netns to %s: %w", path, err)
+			return
+		}
+		errc <- nil
+	}()
+	return <-errc
+}
+
+// ipBatch runs ip commands in one process, in netns (or the init netns).
+func ipBatch(ip, netns string, cmds ...string) error {
+	args := []string{"-batch", "-"}
+	if netns != "" {
+		args = append([]string{"-n", netns}, args...)
+	}
+	return runInput(strings.Join(cmds, "\n")+"\n", ip, args...)
+}
+
+func runInput(stdin, name string, args ...string) error {
 	var out bytes.Buffer
 	cmd := exec.Command(name, args...)
+	cmd.Stdin = strings.NewReader(stdin)
 	cmd.Stdout = &out
 	cmd.Stderr = &out
 	if err := cmd.Run(); err != nil {
