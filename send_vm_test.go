@@ -54,8 +54,8 @@ func txSetup(t *testing.T, addr netip.Addr, size int64) (*devmem.DMABuf, *devmem
 			got <- nil
 			return
 		}
-		defer c.Close()
 		b, _ := io.ReadAll(c)
+		c.Close() // before reporting, so fd counts after <-got are settled
 		got <- b
 	}()
 
