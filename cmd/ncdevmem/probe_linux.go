@@ -22,7 +22,8 @@ func runProbe(ctx context.Context, env *runEnv) (err error) {
 	if err != nil {
 		return err
 	}
-	defer nic.Close()
+	// The handle is needed until the undo stack restored the NIC.
+	undo.push("NIC handle", nic.Close)
 	start, count, err := resolveQueues(o, rxQueues)
 	if err != nil {
 		return err
