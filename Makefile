@@ -2,6 +2,7 @@
 # root) and `make demo`. See selftest/README.md for how the VM harness works.
 
 SHELL := /bin/bash
+.SHELLFLAGS := -eo pipefail -c
 export PATH := /usr/local/go/bin:$(PATH)
 
 GO     ?= go
@@ -14,7 +15,7 @@ KERNEL_BUILD := selftest/kernel/build.sh
 # Debian packages: the kernel build (flex ... xz-utils), its C ncdevmem (YNL
 # needs python3-yaml/jsonschema), the VM (qemu) and what runs inside it
 # (ethtool, socat, iproute2).
-DEB_PACKAGES := qemu-system-x86 flex bison libelf-dev libssl-dev bc cpio make gcc libc6-dev \
+DEB_PACKAGES := qemu-system-x86 flex bison libelf-dev libssl-dev bc cpio make gcc libc6-dev patch \
 	xz-utils perl ethtool socat iproute2 python3 python3-yaml python3-jsonschema \
 	debian-archive-keyring ca-certificates
 
@@ -73,6 +74,7 @@ vmtest: $(VMEXEC)
 # Smoke test until cmd/ncdevmem lands: the kernel's C ncdevmem receives a
 # validated 64 MiB socat stream from the peer netns into a udmabuf.
 demo: $(VMEXEC)
+	$(GO) build -o $(BIN)/hdsplit ./selftest/vmexec/hdsplit
 	@kernel="$(kernel_dir)" && [ -n "$$kernel" ] && \
 	$(VMEXEC) -kernel "$$kernel" -- /bin/sh $(abspath selftest/vmexec/demo_c_ncdevmem.sh)
 

@@ -74,6 +74,13 @@ func setupTopology(logf func(string, ...any)) (*topology, error) {
 			return nil, err
 		}
 	}
+	// Taken before any thread changes netns: every thread is in the init
+	// netns now. (Later, /proc/self may name a thread parked elsewhere.)
+	initNS, err := os.Open("/proc/thread-self/ns/net")
+	if err != nil {
+		return nil, err
+	}
+	defer initNS.Close()
 	if err := newNsimDevice(hostNsimID); err != nil {
 		return nil, err
 	}
@@ -89,11 +96,6 @@ func setupTopology(logf func(string, ...any)) (*topology, error) {
 		return nil, err
 	}
 	defer peerNS.Close()
-	initNS, err := os.Open("/proc/self/ns/net")
-	if err != nil {
-		return nil, err
-	}
-	defer initNS.Close()
 
 	// netdevsim creates the device in the writer's netns, so the peer's
 	// device is made from a thread that joined the peer netns.
@@ -287,17 +289,31 @@ func addNetns(name string) error {
 	}
 	errc := make(chan error, 1)
 	go func() {
-		// The thread is left in the new netns and dies with the goroutine.
 		runtime.LockOSThread()
+		orig, err := os.Open("/proc/thread-self/ns/net")
+		if err != nil {
+			runtime.UnlockOSThread()
+			errc <- err
+			return
+		}
+		defer orig.Close()
 		if err := unix.Unshare(unix.CLONE_NEWNET); err != nil {
+			runtime.UnlockOSThread()
 			errc <- fmt.Errorf("unshare netns: %w", err)
 			return
 		}
-		if err := unix.Mount("/proc/thread-self/ns/net", path, "", unix.MS_BIND, ""); err != nil {
-			errc <- fmt.Errorf("bind netns to %s: %w", path, err)
+		err = unix.Mount("/proc/thread-self/ns/net", path, "", unix.MS_BIND, "")
+		if err != nil {
+			err = fmt.Errorf("bind netns to %s: %w", path, err)
+		}
+		// Back to the init netns, or the thread dies with this goroutine
+		// (still locked) rather than run others in the wrong netns.
+		if rerr := unix.Setns(int(orig.Fd()), unix.CLONE_NEWNET); rerr != nil {
+			errc <- errors.Join(err, fmt.Errorf("restore netns: %w", rerr))
 			return
 		}
-		errc <- nil
+		runtime.UnlockOSThread()
+		errc <- err
 	}()
 	return <-errc
 }
