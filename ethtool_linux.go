@@ -38,8 +38,9 @@ type nicConn struct {
 	fd int // socket for SIOCETHTOOL
 	// layout is the ethtool_rxnfc layout of this process's ABI.
 	layout rxnfcLayout
-	// ioctl is the SIOCETHTOOL call; tests replace it.
-	ioctl func(fd int, ifr *ifreqData) error
+	// ioctl is the SIOCETHTOOL call, given ifr and the command buffer
+	// ifr.data points to; tests replace it.
+	ioctl func(fd int, ifr *ifreqData, buf []byte) error
 }
 
 func openNIC(name string, ifindex int) (*NIC, error) {
@@ -236,7 +237,7 @@ type ifreqData struct {
 	_    [24 - unsafe.Sizeof(uintptr(0))]byte // rest of the ifreq union
 }
 
-func ioctlEthtool(fd int, ifr *ifreqData) error {
+func ioctlEthtool(fd int, ifr *ifreqData, _ []byte) error {
 	_, _, errno := unix.Syscall(unix.SYS_IOCTL, uintptr(fd), unix.SIOCETHTOOL, uintptr(unsafe.Pointer(ifr)))
 	if errno != 0 {
 		return errno
@@ -250,7 +251,7 @@ func (c *nicConn) ethtoolIoctl(op string, buf []byte) error {
 	var ifr ifreqData
 	copy(ifr.name[:unix.IFNAMSIZ-1], c.name)
 	ifr.data = unsafe.Pointer(&buf[0])
-	err := c.ioctl(c.fd, &ifr)
+	err := c.ioctl(c.fd, &ifr, buf)
 	runtime.KeepAlive(buf)
 	if err != nil {
 		errno := errnoOf(err)

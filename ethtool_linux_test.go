@@ -29,7 +29,7 @@ func testNIC(t *testing.T, fn genltest.Func, ioctl func(name string, buf []byte)
 		name: "eth7", ifindex: 7, fd: -1, layout: nativeRxnfcLayout(),
 		genl: genltest.Dial(genltest.ServeFamily(testEthtoolFamily, fn)),
 		fam:  genlFamily{id: testEthtoolFamilyID, version: 1},
-		ioctl: func(_ int, ifr *ifreqData) error {
+		ioctl: func(_ int, ifr *ifreqData, buf []byte) error {
 			name := string(ifr.name[:])
 			for i, ch := range name {
 				if ch == 0 {
@@ -37,17 +37,14 @@ func testNIC(t *testing.T, fn genltest.Func, ioctl func(name string, buf []byte)
 					break
 				}
 			}
-			// The fakes know each command's buffer size.
-			buf := unsafe.Slice((*byte)(ifr.data), fakeBufLen)
+			if ifr.data != unsafe.Pointer(&buf[0]) {
+				t.Errorf("ifr.data does not point at the command buffer")
+			}
 			return ioctl(name, buf)
 		},
 	}
 	return &NIC{name: "eth7", ifindex: 7, c: c}
 }
-
-// fakeBufLen is how much of the caller's buffer the fake ioctl may touch; each
-// test sets it before the call.
-var fakeBufLen int
 
 var ethHeader = nlAttr(1|unix.NLA_F_NESTED, nlAttr(unix.ETHTOOL_A_HEADER_DEV_INDEX, nlU32(7)))
 
@@ -134,7 +131,6 @@ func TestEthtoolErrors(t *testing.T) {
 	if !errors.As(err, &e) || e.Op != "rings-set" || e.Errno != unix.EINVAL || e.Message == "" {
 		t.Errorf("rings-set error %#v", err)
 	}
-	fakeBufLen = 8
 	if _, err := nic.RSSIndirection(); !errors.Is(err, ErrNotSupported) {
 		t.Errorf("RSS on a driver without it: %v", err)
 	}
@@ -365,7 +361,6 @@ func TestSnapshotRestore(t *testing.T) {
 		rules.indir[i] = uint32(i % 4)
 	}
 	rings := &fakeRings{split: 2, hds: 256, combined: 4}
-	fakeBufLen = l.ruleLocs + 4*64
 	nic := testNIC(t, rings.serve, rules.ioctl)
 
 	// A rule that predates us, at location 5.
