@@ -63,13 +63,14 @@ $(VMEXEC):
 # kernel_dir prints the kernel directory (DEVMEM_KERNEL or build.sh's last line).
 kernel_dir = $${DEVMEM_KERNEL:-$$($(KERNEL_BUILD) | tail -n1)}
 
-# The host-side vmexec tests boot VMs themselves; every package's tests then
-# run inside the VM, one package (one boot) at a time.
+# vmexec's own tests run on the host and boot VMs themselves; every other
+# package's tests run inside the VM, one package (one boot) at a time.
+VM_PACKAGES = $$($(GO) list ./... | grep -v '/selftest/vmexec')
 vmtest: $(VMEXEC)
 	@kernel="$(kernel_dir)" && [ -n "$$kernel" ] && export DEVMEM_KERNEL="$$kernel" && \
 	echo "vmtest: kernel $$kernel" && \
 	$(GO) test -count=1 ./selftest/vmexec/ && \
-	$(GO) test -tags vmtest -exec $(VMEXEC) -count=1 -p 1 -v ./...
+	$(GO) test -tags vmtest -exec $(VMEXEC) -count=1 -p 1 -v $(VM_PACKAGES)
 
 # Smoke test until cmd/ncdevmem lands: the kernel's C ncdevmem receives a
 # validated 64 MiB socat stream from the peer netns into a udmabuf.
