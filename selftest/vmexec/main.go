@@ -1,3 +1,5 @@
+//go:build linux
+
 // Command vmexec runs a program inside a throwaway QEMU VM that boots the
 // devmem test kernel on a read-only view of the host's root filesystem, with
 // two linked netdevsim ports (one in the init netns, one in netns "peer").
