@@ -19,7 +19,7 @@ DEB_PACKAGES := qemu-system-x86 flex bison libelf-dev libssl-dev bc cpio make gc
 	xz-utils perl ethtool socat iproute2 python3 python3-yaml python3-jsonschema \
 	debian-archive-keyring ca-certificates
 
-.PHONY: all deps kernel unit vmtest test demo bench clean $(VMEXEC)
+.PHONY: all deps kernel unit vmtest test demo demo-c bench clean $(VMEXEC)
 
 all: test
 
@@ -72,9 +72,17 @@ vmtest: $(VMEXEC)
 	$(GO) test -count=1 ./selftest/vmexec/ && \
 	$(GO) test -tags vmtest -exec $(VMEXEC) -count=1 -p 1 -v $(VM_PACKAGES)
 
-# Smoke test until cmd/ncdevmem lands: the kernel's C ncdevmem receives a
-# validated 64 MiB socat stream from the peer netns into a udmabuf.
+# Our cmd/ncdevmem receives a validated stream from the peer netns
+# (selftest/demo drives both ends inside the VM).
 demo: $(VMEXEC)
+	$(GO) build -o $(BIN)/ncdevmem ./cmd/ncdevmem
+	$(GO) build -o $(BIN)/demo ./selftest/demo
+	@kernel="$(kernel_dir)" && [ -n "$$kernel" ] && \
+	$(VMEXEC) -kernel "$$kernel" -- $(BIN)/demo
+
+# The same with the kernel's own C ncdevmem, as a reference: it receives and
+# validates a 64 MiB socat stream from the peer netns into a udmabuf.
+demo-c: $(VMEXEC)
 	$(GO) build -o $(BIN)/hdsplit ./selftest/vmexec/hdsplit
 	@kernel="$(kernel_dir)" && [ -n "$$kernel" ] && \
 	$(VMEXEC) -kernel "$$kernel" -- /bin/sh $(abspath selftest/vmexec/demo_c_ncdevmem.sh)

@@ -1,5 +1,5 @@
 #!/bin/sh
-# Runs inside the VM (make demo, from the repository root): the kernel's C ncdevmem receives 64 MiB
+# Runs inside the VM (make demo-c, from the repository root): the kernel's C ncdevmem receives 64 MiB
 # from the peer netns into a udmabuf and validates every byte.
 set -eu
 : "${DEVMEM_C_NCDEVMEM:?the kernel build made no ncdevmem}"
@@ -7,7 +7,7 @@ port=5201
 size=64M
 
 # ncdevmem's own NIC setup wants ntuple rules, which netdevsim lacks: enable
-# header split here (hdsplit, built by make demo next to vmexec), skip
+# header split here (hdsplit, built by make demo-c next to vmexec), skip
 # ncdevmem's setup (-n) and bind every rx queue.
 "$(dirname "$0")/../../bin/hdsplit" "$DEVMEM_IFNAME" on
 queues=$(ls -d /sys/class/net/"$DEVMEM_IFNAME"/queues/rx-* | wc -l)
