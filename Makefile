@@ -87,8 +87,10 @@ demo-c: $(VMEXEC)
 	@kernel="$(kernel_dir)" && [ -n "$$kernel" ] && \
 	$(VMEXEC) -kernel "$$kernel" -- /bin/sh $(abspath selftest/vmexec/demo_c_ncdevmem.sh)
 
+# Our ncdevmem against the kernel's C one in one boot (docs/PERFORMANCE.md).
 bench:
-	@echo "bench: not yet" >&2; exit 1
+	@if [ -x selftest/bench/run.sh ]; then selftest/bench/run.sh; \
+	else echo "bench: not yet" >&2; exit 1; fi
 
 clean:
 	rm -rf $(BIN)
