@@ -54,6 +54,7 @@ type config struct {
 	modes              []string
 	port               int
 	keepLogs           bool
+	perf               string // perf binary: profile each receiver instead of timing it
 }
 
 func run() error {
@@ -67,6 +68,7 @@ func run() error {
 	flag.StringVar(&modes, "modes", "on,off", "validation modes: on (-v 7), off (payload written to stdout, which is /dev/null)")
 	flag.IntVar(&c.port, "port", 5300, "first TCP port; each run takes the next")
 	flag.BoolVar(&c.keepLogs, "v", false, "print each receiver's stderr tail")
+	flag.StringVar(&c.perf, "perf", "", "run each receiver under this perf binary (perf record -e cpu-clock) and print the top of its profile; the timings then include perf")
 	flag.Parse()
 	c.modes = strings.Split(modes, ",")
 	topo, err := selftest.Env()
@@ -129,16 +131,21 @@ func transfer(c *config, topo *selftest.Topology, tool, mode string, port int) (
 	}
 	defer os.RemoveAll(dir)
 	countsFile := filepath.Join(dir, "counts")
-	var cmd *exec.Cmd
+	bin := c.ours
+	env := os.Environ()
 	if tool == "C" {
-		cmd = exec.Command(c.theirs, args...)
-		cmd.Env = append(os.Environ(), "LD_PRELOAD="+c.shim, "COUNTSYS_OUT="+countsFile)
-	} else {
-		if mode == "on" {
-			args = append(args, "--json") // the summary on stdout
-		}
-		cmd = exec.Command(c.ours, args...)
+		bin = c.theirs
+		env = append(env, "LD_PRELOAD="+c.shim, "COUNTSYS_OUT="+countsFile)
+	} else if mode == "on" {
+		args = append(args, "--json") // the summary on stdout
 	}
+	perfData := filepath.Join(dir, "perf.data")
+	if c.perf != "" {
+		args = append([]string{"record", "-q", "-e", "cpu-clock", "-F", "999", "-g", "-o", perfData, "--", bin}, args...)
+		bin = c.perf
+	}
+	cmd := exec.Command(bin, args...)
+	cmd.Env = env
 	// The C tool writes a line per recvmsg and per frag to stderr
 	// (unbuffered): part of its cost, so it goes to a file, not a pipe we
 	// would have to drain. Payload "printed" without validation goes to
@@ -185,6 +192,9 @@ func transfer(c *config, topo *selftest.Topology, tool, mode string, port int) (
 	}
 	if c.keepLogs {
 		fmt.Print(tail(stderr.Name(), 5))
+	}
+	if c.perf != "" {
+		printProfile(c.perf, perfData, tool, mode)
 	}
 	ru := cmd.ProcessState.SysUsage().(*syscall.Rusage)
 	res := result{
@@ -238,6 +248,28 @@ func send(ctx context.Context, topo *selftest.Topology, port int, size int64) (t
 	// The receiver sends nothing; Read returns at its close (EOF or RST).
 	io.Copy(io.Discard, conn)
 	return time.Since(start), nil
+}
+
+// printProfile prints the top of a receiver's profile: by symbol, self time,
+// kernel and user together.
+func printProfile(perf, data, tool, mode string) {
+	out, err := exec.Command(perf, "report", "-i", data, "--stdio", "--no-children", "-g", "none",
+		"--sort", "dso,sym", "--percent-limit", "1").CombinedOutput()
+	fmt.Printf("--- profile: %s, validation %s (perf cpu-clock, self time)\n", tool, mode)
+	lines := strings.Split(string(out), "\n")
+	n := 0
+	for _, l := range lines {
+		if strings.HasPrefix(l, "#") || strings.TrimSpace(l) == "" {
+			continue
+		}
+		fmt.Println(l)
+		if n++; n == 25 {
+			break
+		}
+	}
+	if err != nil {
+		fmt.Printf("perf report: %v\n", err)
+	}
 }
 
 // readShimCounts reads countsys.so's "recvmsg=N frags=N dontneed=N tokens=N".

@@ -61,7 +61,9 @@ int setsockopt(int fd, int level, int name, const void *val, socklen_t len)
 __attribute__((destructor)) static void countsys_write(void)
 {
 	const char *path = getenv("COUNTSYS_OUT");
-	if (!path)
+	/* Only the receiver writes: a wrapper that inherits the environment
+	 * (perf record, a shell) made no recvmsg and must not clobber it. */
+	if (!path || !n_recvmsg)
 		return;
 	FILE *f = fopen(path, "w");
 	if (!f)
