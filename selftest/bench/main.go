@@ -1,3 +1,5 @@
+//go:build linux
+
 // Command bench runs, inside the devmem test VM, the kernel's C ncdevmem and
 // our cmd/ncdevmem as the receiver of the same transfer, alternating, and
 // prints a table: throughput, receiver CPU time, recvmsg and
