@@ -290,48 +290,46 @@ func vmCounter(t *testing.T, name string) uint64 {
 }
 
 func TestVMRXOneQueue64MiB(t *testing.T) {
-	{
-		x := vmSetupRX(t, 32<<20, []int{3})
-		pkts := vmCounter(t, "devmem_rx_pkts")
-		const total = 64 << 20
-		st := x.transfer(t, x.topo.Addr4, total, nil)
-		if st.dmabufBytes != total {
-			t.Errorf("%d of %d bytes in dma-buf frags (%d linear, %d readable)", st.dmabufBytes, total, st.linearBytes, st.readableBytes)
-		}
-		if got := vmCounter(t, "devmem_rx_pkts") - pkts; got == 0 {
-			t.Errorf("devmem_rx_pkts did not grow")
-		}
-		t.Logf("64 MiB: %d recvmsg, %d frags, %d tokens freed", st.recvs, st.frags, st.freed)
+	x := vmSetupRX(t, 32<<20, []int{3})
+	pkts := vmCounter(t, "devmem_rx_pkts")
+	const total = 64 << 20
+	st := x.transfer(t, x.topo.Addr4, total, nil)
+	if st.dmabufBytes != total {
+		t.Errorf("%d of %d bytes in dma-buf frags (%d linear, %d readable)", st.dmabufBytes, total, st.linearBytes, st.readableBytes)
+	}
+	if got := vmCounter(t, "devmem_rx_pkts") - pkts; got == 0 {
+		t.Errorf("devmem_rx_pkts did not grow")
+	}
+	t.Logf("64 MiB: %d recvmsg, %d frags, %d tokens freed", st.recvs, st.frags, st.freed)
 
-		// The binding shows on queue 3 only, and goes with Close.
-		nd, err := DialNetdev()
-		if err != nil {
-			t.Fatal(err)
+	// The binding shows on queue 3 only, and goes with Close.
+	nd, err := DialNetdev()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nd.Close()
+	qs, err := nd.Queues(x.topo.IfIndex)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, q := range qs {
+		want := uint32(0)
+		if q.Type == DirectionRX && q.ID == 3 {
+			want = x.binding.ID()
 		}
-		defer nd.Close()
-		qs, err := nd.Queues(x.topo.IfIndex)
-		if err != nil {
-			t.Fatal(err)
+		if q.DMABuf != want {
+			t.Errorf("queue %s %d: dmabuf %d, want %d", q.Type, q.ID, q.DMABuf, want)
 		}
-		for _, q := range qs {
-			want := uint32(0)
-			if q.Type == DirectionRX && q.ID == 3 {
-				want = x.binding.ID()
-			}
-			if q.DMABuf != want {
-				t.Errorf("queue %s %d: dmabuf %d, want %d", q.Type, q.ID, q.DMABuf, want)
-			}
-		}
-		if err := x.binding.Close(); err != nil {
-			t.Fatal(err)
-		}
-		q, err := nd.Queue(x.topo.IfIndex, DirectionRX, 3)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if q.DMABuf != 0 {
-			t.Errorf("queue 3 still shows dmabuf %d after the binding's socket closed", q.DMABuf)
-		}
+	}
+	if err := x.binding.Close(); err != nil {
+		t.Fatal(err)
+	}
+	q, err := nd.Queue(x.topo.IfIndex, DirectionRX, 3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if q.DMABuf != 0 {
+		t.Errorf("queue 3 still shows dmabuf %d after the binding's socket closed", q.DMABuf)
 	}
 }
 
@@ -498,6 +496,12 @@ func TestVMRXPoolExhaustion(t *testing.T) {
 	}
 	defer r.Close()
 	drops := vmCounter(t, "devmem_rx_drops")
+	nd, err := DialNetdev()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nd.Close()
+	allocFail := vmQStat(t, nd, x.topo.IfIndex, 3, QStatRXAllocFail)
 
 	// Receive without releasing until nothing more arrives for a while.
 	var held []Frag
@@ -531,6 +535,9 @@ func TestVMRXPoolExhaustion(t *testing.T) {
 	t.Logf("stalled after %d bytes, %d tokens held, %d packets dropped", pos, len(held), stalledDrops)
 	if stalledDrops == 0 {
 		t.Errorf("flow stalled but devmem_rx_drops did not grow")
+	}
+	if got := vmQStat(t, nd, x.topo.IfIndex, 3, QStatRXAllocFail) - allocFail; got != stalledDrops {
+		t.Errorf("qstats rx-alloc-fail of queue 3 grew by %d, devmem_rx_drops by %d", got, stalledDrops)
 	}
 	if r.Outstanding() != len(held) {
 		t.Errorf("outstanding %d, held %d", r.Outstanding(), len(held))
@@ -702,16 +709,21 @@ func TestVMRXDeadlineAndCancel(t *testing.T) {
 	}
 }
 
-// TestVMQStatsAndPagePools checks the queries see the binding: the bound
-// queue's page pool carries the dma-buf id.
+// TestVMQStatsAndPagePools checks the queries see the binding (the bound
+// queue's page pool carries the dma-buf id) and the traffic (device rx
+// packets grow; netdevsim, like its stock version, reports them on queue 0).
 func TestVMQStatsAndPagePools(t *testing.T) {
 	x := vmSetupRX(t, 4<<20, []int{3})
-	x.transfer(t, x.topo.Addr4, 4<<20, nil)
 	nd, err := DialNetdev()
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer nd.Close()
+	before := vmQStat(t, nd, x.topo.IfIndex, -1, QStatRXPackets)
+	x.transfer(t, x.topo.Addr4, 4<<20, nil)
+	if after := vmQStat(t, nd, x.topo.IfIndex, -1, QStatRXPackets); after <= before {
+		t.Errorf("qstats rx-packets did not grow: %d before, %d after", before, after)
+	}
 	pools, err := nd.PagePools(x.topo.IfIndex)
 	if err != nil {
 		t.Fatal(err)
@@ -725,17 +737,25 @@ func TestVMQStatsAndPagePools(t *testing.T) {
 	if bound == 0 {
 		t.Errorf("no page pool of %s carries dmabuf %d: %+v", x.topo.IfName, x.binding.ID(), pools)
 	}
-	stats, err := nd.QStats(x.topo.IfIndex, true)
+}
+
+// vmQStat returns counter s of rx queue q of ifindex, or of the whole
+// device when q < 0.
+func vmQStat(t *testing.T, nd *Netdev, ifindex, q int, s QStat) uint64 {
+	t.Helper()
+	stats, err := nd.QStats(ifindex, q >= 0)
 	if err != nil {
 		t.Fatal(err)
 	}
-	var rxPackets uint64
-	for _, q := range stats {
-		if q.Type == DirectionRX && q.QueueID == 3 {
-			rxPackets, _ = q.Get(QStatRXPackets)
+	for _, st := range stats {
+		if q < 0 || (st.Type == DirectionRX && st.QueueID == q) {
+			v, ok := st.Get(s)
+			if !ok {
+				t.Fatalf("qstats of ifindex %d queue %d lack %v: %+v", ifindex, q, s, st)
+			}
+			return v
 		}
 	}
-	if rxPackets == 0 {
-		t.Errorf("qstats: rx queue 3 counted no packets: %+v", stats)
-	}
+	t.Fatalf("qstats of ifindex %d have no queue %d: %+v", ifindex, q, stats)
+	return 0
 }
