@@ -58,9 +58,11 @@ func waitListen(t *testing.T, p int) {
 // pattern7 is what ncdevmem -v 7 expects: bytes 1..6 then '\n', repeating.
 const pattern7 = `yes "$(printf '\001\002\003\004\005\006')"`
 
-// runRX starts ncdevmem as a server with args, feeds it n bytes from the
-// peer through sh pipeline sender (which gets PORT, ADDR and PEER in its
-// environment), and returns ncdevmem's error and output.
+// runRX starts ncdevmem as a server with args, feeds it from the peer
+// through the sh pipeline sender (which gets PORT, ADDR and PEER in its
+// environment), and returns ncdevmem's output and error. A sender failure
+// fails the test unless ncdevmem failed too (it resets the connection when
+// it gives up).
 func runRX(t *testing.T, topo *selftest.Topology, args []string, sender string) (string, error) {
 	t.Helper()
 	p := port()
@@ -76,10 +78,11 @@ func runRX(t *testing.T, topo *selftest.Topology, args []string, sender string) 
 	waitListen(t, p)
 	snd := selftest.PeerCommand(ctx, "sh", "-c", sender)
 	snd.Env = append(os.Environ(), "PORT="+strconv.Itoa(p), "ADDR="+topo.Addr4.String(), "PEER="+topo.PeerAddr4.String())
-	if b, err := snd.CombinedOutput(); err != nil {
-		t.Errorf("sender: %v: %s", err, b)
-	}
+	sndOut, sndErr := snd.CombinedOutput()
 	err := srv.Wait()
+	if sndErr != nil && err == nil {
+		t.Errorf("sender: %v: %s", sndErr, sndOut)
+	}
 	t.Logf("ncdevmem %s: %v\n%s", strings.Join(full, " "), err, tail(out.String(), 15))
 	return out.String(), err
 }
