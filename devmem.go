@@ -32,7 +32,6 @@ import (
 	"errors"
 	"os"
 	"strings"
-	"syscall"
 )
 
 // FragKind says where the bytes of a Frag are.
@@ -77,7 +76,7 @@ type Frag struct {
 // ETOOSMALL is the kernel-internal errno (525) recvmsg returns when the
 // control buffer cannot hold even one devmem control message. It has no
 // name in libc or x/sys.
-const ETOOSMALL = syscall.Errno(525)
+const ETOOSMALL = Errno(525)
 
 var (
 	// ErrNotSupported is returned when the running kernel, the device or the
@@ -110,7 +109,7 @@ type Error struct {
 	// SO_DEVMEM_DONTNEED", ...
 	Op string
 	// Errno is the kernel's error number (0 when Err is not an errno).
-	Errno syscall.Errno
+	Errno Errno
 	// Message is the kernel's extended-ack text, if any.
 	Message string
 	// Err is the underlying error: a package sentinel, or Errno.
@@ -161,11 +160,11 @@ func (e *Error) Unwrap() []error {
 func (e *Error) Is(target error) bool {
 	switch target {
 	case os.ErrPermission:
-		return e.Errno == syscall.EPERM || e.Errno == syscall.EACCES
+		return e.Errno == _EPERM || e.Errno == _EACCES
 	case os.ErrNotExist:
-		return e.Errno == syscall.ENODEV || e.Errno == syscall.ENOENT
+		return e.Errno == _ENODEV || e.Errno == _ENOENT
 	case ErrNotSupported:
-		return e.Errno == syscall.EOPNOTSUPP
+		return e.Errno == _EOPNOTSUPP
 	}
 	return false
 }

@@ -4,7 +4,6 @@ import (
 	"errors"
 	"io"
 	"sync"
-	"syscall"
 )
 
 // DMABuf is a dma-buf: a file descriptor for a buffer that devices can DMA
@@ -63,12 +62,12 @@ const DMABufNameMax = 31
 // bytes and contain no NUL.
 func (b *DMABuf) SetName(name string) error {
 	if len(name) > DMABufNameMax {
-		return &Error{Op: "dma-buf set name", Errno: syscall.EINVAL, Err: syscall.EINVAL,
+		return &Error{Op: "dma-buf set name", Errno: _EINVAL, Err: _EINVAL,
 			Message: "name is " + itoa(uint64(len(name))) + " bytes; at most 31 fit (DMA_BUF_NAME_LEN 32 with the NUL)"}
 	}
 	for i := 0; i < len(name); i++ {
 		if name[i] == 0 {
-			return &Error{Op: "dma-buf set name", Errno: syscall.EINVAL, Err: syscall.EINVAL, Message: "name contains a NUL byte"}
+			return &Error{Op: "dma-buf set name", Errno: _EINVAL, Err: _EINVAL, Message: "name contains a NUL byte"}
 		}
 	}
 	b.mu.Lock()
@@ -137,11 +136,11 @@ func (f SyncFlags) String() string {
 // here turns that mistake into a clear error.
 func (f SyncFlags) validate() error {
 	if f&^(SyncRW|SyncEnd) != 0 {
-		return &Error{Op: "dma-buf sync", Errno: syscall.EINVAL, Err: syscall.EINVAL,
+		return &Error{Op: "dma-buf sync", Errno: _EINVAL, Err: _EINVAL,
 			Message: "unknown sync flags " + f.String()}
 	}
 	if f&SyncRW == 0 {
-		return &Error{Op: "dma-buf sync", Errno: syscall.EINVAL, Err: syscall.EINVAL,
+		return &Error{Op: "dma-buf sync", Errno: _EINVAL, Err: _EINVAL,
 			Message: "sync flags need a direction (SyncRead, SyncWrite or SyncRW)"}
 	}
 	return nil
@@ -164,7 +163,7 @@ func (b *DMABuf) Sync(flags SyncFlags) error {
 // pair of syncs. End it with EndCPUAccess and the same dir.
 func (b *DMABuf) BeginCPUAccess(dir SyncFlags) error {
 	if dir&^SyncRW != 0 {
-		return &Error{Op: "dma-buf sync", Errno: syscall.EINVAL, Err: syscall.EINVAL,
+		return &Error{Op: "dma-buf sync", Errno: _EINVAL, Err: _EINVAL,
 			Message: "BeginCPUAccess takes only a direction (SyncRead, SyncWrite or SyncRW)"}
 	}
 	return b.Sync(SyncStart | dir)
@@ -173,7 +172,7 @@ func (b *DMABuf) BeginCPUAccess(dir SyncFlags) error {
 // EndCPUAccess ends a bracket started by BeginCPUAccess(dir).
 func (b *DMABuf) EndCPUAccess(dir SyncFlags) error {
 	if dir&^SyncRW != 0 {
-		return &Error{Op: "dma-buf sync", Errno: syscall.EINVAL, Err: syscall.EINVAL,
+		return &Error{Op: "dma-buf sync", Errno: _EINVAL, Err: _EINVAL,
 			Message: "EndCPUAccess takes only a direction (SyncRead, SyncWrite or SyncRW)"}
 	}
 	return b.Sync(SyncEnd | dir)
@@ -206,7 +205,7 @@ func (b *DMABuf) Map() ([]byte, error) {
 // io.EOF when the buffer ends before p is full.
 func (b *DMABuf) ReadAt(p []byte, off int64) (int, error) {
 	if off < 0 {
-		return 0, &Error{Op: "dma-buf read", Errno: syscall.EINVAL, Err: syscall.EINVAL, Message: "negative offset"}
+		return 0, &Error{Op: "dma-buf read", Errno: _EINVAL, Err: _EINVAL, Message: "negative offset"}
 	}
 	mem, err := b.Map()
 	if err != nil {
@@ -237,7 +236,7 @@ var ErrOutOfRange = errors.New("range exceeds the dma-buf")
 // written and the error wraps ErrOutOfRange.
 func (b *DMABuf) WriteAt(p []byte, off int64) (int, error) {
 	if off < 0 {
-		return 0, &Error{Op: "dma-buf write", Errno: syscall.EINVAL, Err: syscall.EINVAL, Message: "negative offset"}
+		return 0, &Error{Op: "dma-buf write", Errno: _EINVAL, Err: _EINVAL, Message: "negative offset"}
 	}
 	mem, err := b.Map()
 	if err != nil {
@@ -247,7 +246,7 @@ func (b *DMABuf) WriteAt(p []byte, off int64) (int, error) {
 	readOnly := b.readOnly
 	b.mu.Unlock()
 	if readOnly {
-		return 0, &Error{Op: "dma-buf write", Errno: syscall.EBADF, Err: syscall.EBADF, Message: "the dma-buf fd is read-only"}
+		return 0, &Error{Op: "dma-buf write", Errno: _EBADF, Err: _EBADF, Message: "the dma-buf fd is read-only"}
 	}
 	if off > int64(len(mem)) {
 		return 0, &Error{Op: "dma-buf write", Err: ErrOutOfRange}
@@ -295,15 +294,15 @@ func NewUDMABuf(size int64) (*DMABuf, error) {
 // NewUDMABufConfig is NewUDMABuf with options.
 func NewUDMABufConfig(size int64, cfg UDMABufConfig) (*DMABuf, error) {
 	if size <= 0 {
-		return nil, &Error{Op: "udmabuf create", Errno: syscall.EINVAL, Err: syscall.EINVAL,
+		return nil, &Error{Op: "udmabuf create", Errno: _EINVAL, Err: _EINVAL,
 			Message: "size must be positive"}
 	}
 	if hp := cfg.HugePageSize; hp != 0 && (hp < 0 || hp&(hp-1) != 0) {
-		return nil, &Error{Op: "udmabuf create", Errno: syscall.EINVAL, Err: syscall.EINVAL,
+		return nil, &Error{Op: "udmabuf create", Errno: _EINVAL, Err: _EINVAL,
 			Message: "HugePageSize " + itoa(uint64(hp)) + " is not a power of two"}
 	}
 	if len(cfg.Name) > DMABufNameMax {
-		return nil, &Error{Op: "udmabuf create", Errno: syscall.EINVAL, Err: syscall.EINVAL,
+		return nil, &Error{Op: "udmabuf create", Errno: _EINVAL, Err: _EINVAL,
 			Message: "name longer than 31 bytes"}
 	}
 	return newUDMABuf(size, cfg)
@@ -315,7 +314,7 @@ func NewUDMABufConfig(size int64, cfg UDMABufConfig) (*DMABuf, error) {
 // error wrapping ErrNotDMABuf when fd is not a dma-buf.
 func OpenDMABuf(fd int) (*DMABuf, error) {
 	if fd < 0 {
-		return nil, &Error{Op: "open dma-buf", Errno: syscall.EBADF, Err: syscall.EBADF}
+		return nil, &Error{Op: "open dma-buf", Errno: _EBADF, Err: _EBADF}
 	}
 	return openDMABuf(fd)
 }
@@ -331,5 +330,5 @@ func roundUp(n, align int64) (int64, bool) {
 }
 
 func errDMABufClosed(op string) error {
-	return &Error{Op: op, Errno: syscall.EBADF, Err: syscall.EBADF, Message: "dma-buf is closed"}
+	return &Error{Op: op, Errno: _EBADF, Err: _EBADF, Message: "dma-buf is closed"}
 }

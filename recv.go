@@ -117,7 +117,7 @@ type Receiver struct {
 	// function so RawConn.Read does not allocate a closure.
 	sys    recvSys
 	n      int
-	errno  syscall.Errno
+	errno  Errno
 	readFn func(fd uintptr) bool
 
 	// mu guards outstanding and is held across each release, so a token

@@ -129,7 +129,7 @@ type sendRecord struct {
 // device with ENODEV.
 func NewSender(c syscall.Conn, dmabufID uint32, cfg SenderConfig) (*Sender, error) {
 	if dmabufID == 0 {
-		return nil, &Error{Op: "new sender", Errno: syscall.EINVAL, Err: syscall.EINVAL,
+		return nil, &Error{Op: "new sender", Errno: _EINVAL, Err: _EINVAL,
 			Message: "dma-buf id 0 is not a binding (the kernel reads 0 as \"not devmem\")"}
 	}
 	return newSender(c, dmabufID, cfg, 0)
@@ -137,7 +137,7 @@ func NewSender(c syscall.Conn, dmabufID uint32, cfg SenderConfig) (*Sender, erro
 
 func newSender(c syscall.Conn, dmabufID uint32, cfg SenderConfig, iovBase uintptr) (*Sender, error) {
 	if cfg.ChunkSize < 0 {
-		return nil, &Error{Op: "new sender", Errno: syscall.EINVAL, Err: syscall.EINVAL, Message: "negative ChunkSize"}
+		return nil, &Error{Op: "new sender", Errno: _EINVAL, Err: _EINVAL, Message: "negative ChunkSize"}
 	}
 	rc, err := c.SyscallConn()
 	if err != nil {
@@ -183,7 +183,7 @@ func (s *Sender) Send(off, n int64) (seq uint32, err error) {
 // SendContext is Send, giving up when ctx is done.
 func (s *Sender) SendContext(ctx context.Context, off, n int64) (seq uint32, err error) {
 	if off < 0 || n <= 0 || off+n < off || uint64(off+n) > uint64(^uintptr(0)-s.iovBase) {
-		return 0, &Error{Op: "sendmsg", Errno: syscall.EINVAL, Err: syscall.EINVAL,
+		return 0, &Error{Op: "sendmsg", Errno: _EINVAL, Err: _EINVAL,
 			Message: "bad range: offset " + itoa(uint64(off)) + " length " + itoa(uint64(n))}
 	}
 	s.sendMu.Lock()
@@ -333,7 +333,7 @@ func (s *Sender) WaitComplete(ctx context.Context, seq uint32) error {
 	pending, issued := s.isPending(seq)
 	s.mu.Unlock()
 	if !issued {
-		return &Error{Op: "wait completion", Errno: syscall.EINVAL, Err: syscall.EINVAL,
+		return &Error{Op: "wait completion", Errno: _EINVAL, Err: _EINVAL,
 			Message: "send " + itoa(uint64(seq)) + " was never issued"}
 	}
 	if !pending {
@@ -431,17 +431,17 @@ func opOf(err error) string {
 
 // sendErrnoHint explains the sendmsg errnos that devmem TX adds
 // (net/ipv4/tcp.c, net/core/devmem.c, net/core/datagram.c).
-func sendErrnoHint(errno syscall.Errno, id uint32) string {
+func sendErrnoHint(errno Errno, id uint32) string {
 	switch errno {
-	case syscall.EINVAL:
+	case _EINVAL:
 		return "dma-buf id " + itoa(uint64(id)) + " is not a TX binding (bind-tx), SO_ZEROCOPY is off, the route lacks scatter-gather, or the kernel lacks devmem TX (Linux 6.16)"
-	case syscall.ENODEV:
+	case _ENODEV:
 		return "the route to the peer leaves through another device than the bound one; bind the socket to it (BindToDevice)"
-	case syscall.EFAULT:
+	case _EFAULT:
 		return "an offset lies beyond the end of the dma-buf"
-	case syscall.EHOSTUNREACH:
+	case _EHOSTUNREACH:
 		return "no route to the peer for the binding's device"
-	case syscall.ENOBUFS:
+	case _ENOBUFS:
 		return "could not allocate zerocopy state (optmem_max or RLIMIT_MEMLOCK)"
 	}
 	return ""
@@ -596,7 +596,7 @@ func (s *Sender) handleErrqueue(a txABI, oob []byte, msgFlags int) error {
 			s.complete(ee.Info, ee.Data, ee.Code&_SO_EE_CODE_ZEROCOPY_COPIED != 0)
 		case ee.Origin == _SO_EE_ORIGIN_TIMESTAMPING:
 		case ee.Errno != 0 && first == nil:
-			errno := syscall.Errno(ee.Errno)
+			errno := Errno(ee.Errno)
 			first = &Error{Op: "recvmsg MSG_ERRQUEUE", Errno: errno, Err: errno,
 				Message: "error queue reports origin " + itoa(uint64(ee.Origin)) + " type " + itoa(uint64(ee.Type)) + " code " + itoa(uint64(ee.Code))}
 		}

@@ -48,7 +48,7 @@ type TokenReleaser struct {
 	batch   [maxDontneedRanges]TokenRange
 	batchN  int
 	ret     uintptr
-	errno   syscall.Errno
+	errno   Errno
 	control func(fd uintptr)
 
 	// afterBatch, when set, sees each batch the kernel accepted.
