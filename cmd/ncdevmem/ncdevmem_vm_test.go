@@ -338,22 +338,16 @@ func TestClientToSocat(t *testing.T) {
 			if err := ln.Start(); err != nil {
 				t.Fatal(err)
 			}
-			// The listener lives in the peer netns: poll by connecting from
-			// the client side is not possible without consuming it, so
-			// retry the client on connection refused.
-			var r result
-			for range 50 {
-				cmd := exec.Command(ncdevmemBin, append([]string{"-f", topo.IfName, "-s", topo.PeerAddr4.String(), "-p", p, "--json"}, tc.extra...)...)
-				cmd.Stdin = bytes.NewReader(tc.data)
-				var out, errb bytes.Buffer
-				cmd.Stdout, cmd.Stderr = &out, &errb
-				r = finish(t, cmd, &out, &errb, cmd.Run())
-				if !strings.Contains(r.stderr, "connection refused") {
-					break
-				}
-				time.Sleep(100 * time.Millisecond)
+			waitPeerListening(t, p)
+			cmd := exec.Command(ncdevmemBin, append([]string{"-f", topo.IfName, "-s", topo.PeerAddr4.String(), "-p", p, "--json"}, tc.extra...)...)
+			cmd.Stdin = bytes.NewReader(tc.data)
+			var out, errb bytes.Buffer
+			cmd.Stdout, cmd.Stderr = &out, &errb
+			r := finish(t, cmd, &out, &errb, cmd.Run())
+			if r.code != 0 {
+				ln.Process.Kill() // no connection will come
 			}
-			if err := ln.Wait(); err != nil {
+			if err := ln.Wait(); err != nil && r.code == 0 {
 				t.Errorf("socat: %v: %s", err, lerr.String())
 			}
 			if r.code != 0 {
@@ -364,6 +358,36 @@ func TestClientToSocat(t *testing.T) {
 			}
 		})
 	}
+}
+
+// waitPeerListening waits until something listens on TCP port in the peer
+// netns, reading the peer's /proc/net/tcp from a thread inside it (a probe
+// connection would be taken as the transfer).
+func waitPeerListening(t *testing.T, port string) {
+	t.Helper()
+	n, _ := strconv.Atoi(port)
+	want := fmt.Sprintf(":%04X", n)
+	for range 600 {
+		var found bool
+		err := selftest.InPeer(func() error {
+			b, err := os.ReadFile("/proc/thread-self/net/tcp")
+			for _, line := range strings.Split(string(b), "\n") {
+				fields := strings.Fields(line)
+				if len(fields) > 3 && strings.HasSuffix(fields[1], want) && fields[3] == "0A" {
+					found = true
+				}
+			}
+			return err
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if found {
+			return
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	t.Fatalf("nothing listens on port %s in the peer netns", port)
 }
 
 // setKnob sets a netdevsim devmem test knob for the rest of the test.
