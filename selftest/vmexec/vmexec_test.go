@@ -112,12 +112,14 @@ func TestVM(t *testing.T) {
 	cwd, _ := os.Getwd()
 
 	t.Run("ExitStatusAndStreams", func(t *testing.T) {
+		t.Parallel() // each boots its own VM
 		r := runVM(t, bin, "-no-topology", "--", "/bin/sh", "-c", "echo hello; echo to-stderr >&2; echo world; exit 3")
 		if r.status != 3 || r.stdout != "hello\nworld\n" || r.stderr != "to-stderr\n" {
 			t.Errorf("got status %d, stdout %q, stderr %q; want 3, \"hello\\nworld\\n\", \"to-stderr\\n\"", r.status, r.stdout, r.stderr)
 		}
 	})
 	t.Run("EnvironmentAndTopology", func(t *testing.T) {
+		t.Parallel() // each boots its own VM
 		script := `test "$DEVMEM_VM" = 1 && test "$VMEXEC_TEST_MARK" = carried && ` +
 			`ip -n "$DEVMEM_PEER_NETNS" -brief addr show dev "$DEVMEM_PEER_IFNAME" | grep -q "$DEVMEM_PEER_ADDR4" && pwd`
 		os.Setenv("VMEXEC_TEST_MARK", "carried")
@@ -128,6 +130,7 @@ func TestVM(t *testing.T) {
 		}
 	})
 	t.Run("KernelWarningFailsRun", func(t *testing.T) {
+		t.Parallel() // each boots its own VM
 		// A line in the kernel log that looks like a WARN splat must fail a
 		// program that itself succeeded.
 		r := runVM(t, bin, "-no-topology", "--", "/bin/sh", "-c", "echo '<4>WARNING: CPU: 0 PID: 1 at vmexec_test' > /dev/kmsg")
@@ -136,6 +139,7 @@ func TestVM(t *testing.T) {
 		}
 	})
 	t.Run("TaintFailsRun", func(t *testing.T) {
+		t.Parallel() // each boots its own VM
 		// 512 is TAINT_WARN, what a WARN leaves behind.
 		r := runVM(t, bin, "-no-topology", "--", "/bin/sh", "-c", "echo 512 > /proc/sys/kernel/tainted")
 		if r.status == 0 || !strings.Contains(r.stderr, "taint changed") {
@@ -143,7 +147,8 @@ func TestVM(t *testing.T) {
 		}
 	})
 	t.Run("Timeout", func(t *testing.T) {
-		r := runVM(t, bin, "-no-topology", "-timeout", "20s", "--", "/bin/sleep", "600")
+		t.Parallel() // each boots its own VM
+		r := runVM(t, bin, "-no-topology", "-timeout", "10s", "--", "/bin/sleep", "600")
 		if r.status != exitTimeout || !strings.Contains(r.stderr, "timed out") {
 			t.Errorf("got status %d, stderr %q; want %d and a timeout report", r.status, r.stderr, exitTimeout)
 		}
