@@ -151,6 +151,7 @@ fetch_deb() {
 	deb=$(debfile "$pkg" "$ver")
 	[[ -f $deb ]] && return 0
 	log "downloading $pkg=$ver"
+	mkdir -p "$cache/src"
 	tmp=$(mktemp -d "$cache/src/dl.XXXXXX")
 	(cd "$tmp" && apt-get "${apt_opts[@]}" -q download "$pkg=$ver" >&2)
 	mv "$tmp"/*.deb "$deb"
