@@ -21,6 +21,9 @@
 #                        (default 21600)
 #   DEVMEM_JOBS          make -j (default nproc)
 set -euo pipefail
+# Run from make (make test), MAKELEVEL>0 makes the selftests' lib.mk leave
+# OUTPUT empty, so ncdevmem would be built as /ncdevmem: start afresh.
+unset MAKELEVEL MAKEFLAGS MFLAGS
 
 # Bump whenever this script changes how the kernel is built.
 RECIPE_VERSION="devmem-kernel-recipe-1"
