@@ -70,6 +70,8 @@ vmtest: $(VMEXEC)
 	@kernel="$(kernel_dir)" && [ -n "$$kernel" ] && export DEVMEM_KERNEL="$$kernel" && \
 	echo "vmtest: kernel $$kernel" && \
 	$(GO) test -count=1 ./selftest/vmexec/ && \
+	$(GO) build -o $(BIN)/ncdevmem ./cmd/ncdevmem && \
+	DEVMEM_NCDEVMEM_BIN=$(BIN)/ncdevmem \
 	$(GO) test -tags vmtest -exec $(VMEXEC) -count=1 -p 1 -v $(VM_PACKAGES)
 
 # Our cmd/ncdevmem receives a validated stream from the peer netns
