@@ -50,8 +50,8 @@ unit:
 	$(GO) vet ./...
 	$(GO) test -race ./...
 	@if grep -qs '^func FuzzParseControl(' *_test.go; then \
-		echo "$(GO) test -run='^$$' -fuzz=FuzzParseControl -fuzztime=10s ."; \
-		$(GO) test -run='^$$' -fuzz=FuzzParseControl -fuzztime=10s .; \
+		echo "$(GO) test -run='^$$' -fuzz=FuzzParseControl -fuzztime=5s ."; \
+		$(GO) test -run='^$$' -fuzz=FuzzParseControl -fuzztime=5s .; \
 	fi
 
 # One vmexec binary serves every package; phony so it is always current
