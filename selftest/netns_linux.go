@@ -30,6 +30,14 @@ func InPeer(fn func() error) error {
 		return fmt.Errorf("selftest: peer netns: %w", err)
 	}
 	defer peer.Close()
+	return InNetns(peer, fn)
+}
+
+// InNetns runs fn on a locked OS thread that joined the netns ns (an open
+// /proc/PID/ns/net or /run/netns/NAME file) and returns fn's error. Should
+// the thread fail to return to its original netns, it stays locked and dies
+// with its goroutine rather than run other goroutines in the wrong netns.
+func InNetns(ns *os.File, fn func() error) error {
 	errc := make(chan error, 1)
 	go func() {
 		runtime.LockOSThread()
@@ -40,14 +48,14 @@ func InPeer(fn func() error) error {
 			return
 		}
 		defer orig.Close()
-		if err := unix.Setns(int(peer.Fd()), unix.CLONE_NEWNET); err != nil {
+		if err := unix.Setns(int(ns.Fd()), unix.CLONE_NEWNET); err != nil {
 			runtime.UnlockOSThread()
-			errc <- fmt.Errorf("selftest: setns peer: %w", err)
+			errc <- fmt.Errorf("setns: %w", err)
 			return
 		}
 		ferr := fn()
 		if err := unix.Setns(int(orig.Fd()), unix.CLONE_NEWNET); err != nil {
-			errc <- errors.Join(ferr, fmt.Errorf("selftest: restore netns: %w", err))
+			errc <- errors.Join(ferr, fmt.Errorf("restore netns: %w", err))
 			return // the thread stays locked and exits with this goroutine
 		}
 		runtime.UnlockOSThread()

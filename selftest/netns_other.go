@@ -6,6 +6,7 @@ import (
 	"context"
 	"errors"
 	"net"
+	"os"
 	"os/exec"
 )
 
@@ -26,3 +27,6 @@ func DialPeer(ctx context.Context, network, address string) (net.Conn, error) {
 
 // ListenPeer needs Linux.
 func ListenPeer(network, address string) (net.Listener, error) { return nil, errNotLinux }
+
+// InNetns needs Linux.
+func InNetns(ns *os.File, fn func() error) error { return errNotLinux }

@@ -16,6 +16,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/devmem-go/devmem/selftest"
 	"golang.org/x/sys/unix"
 )
 
@@ -101,7 +102,7 @@ func setupTopology(logf func(string, ...any)) (*topology, error) {
 
 	// netdevsim creates the device in the writer's netns, so the peer's
 	// device is made from a thread that joined the peer netns.
-	err = inNetns(peerNS, func() error {
+	err = selftest.InNetns(peerNS, func() error {
 		for _, c := range []string{"default", "all"} {
 			if err := writeFile("/proc/sys/net/ipv6/conf/"+c+"/accept_dad", "0"); err != nil {
 				return err
@@ -187,7 +188,7 @@ func checkTCP(peerNS *os.File) error {
 		if err != nil {
 			return err
 		}
-		err = inNetns(peerNS, func() error {
+		err = selftest.InNetns(peerNS, func() error {
 			c, err := d.DialContext(ctx, "tcp", ln.Addr().String())
 			if err == nil {
 				c.Close()
@@ -199,7 +200,7 @@ func checkTCP(peerNS *os.File) error {
 			return fmt.Errorf("TCP from peer to %s: %w", host, err)
 		}
 		// host -> peer
-		err = inNetns(peerNS, func() error {
+		err = selftest.InNetns(peerNS, func() error {
 			ln, err = net.Listen("tcp", net.JoinHostPort(peer, "0"))
 			return err
 		})
@@ -214,36 +215,6 @@ func checkTCP(peerNS *os.File) error {
 		c.Close()
 	}
 	return nil
-}
-
-// inNetns runs fn on a locked OS thread that joined ns. Should the thread
-// fail to return to its original netns, it stays locked and dies with the
-// goroutine rather than serve other goroutines from the wrong netns.
-func inNetns(ns *os.File, fn func() error) error {
-	errc := make(chan error, 1)
-	go func() {
-		runtime.LockOSThread()
-		orig, err := os.Open("/proc/thread-self/ns/net")
-		if err != nil {
-			runtime.UnlockOSThread()
-			errc <- err
-			return
-		}
-		defer orig.Close()
-		if err := unix.Setns(int(ns.Fd()), unix.CLONE_NEWNET); err != nil {
-			runtime.UnlockOSThread()
-			errc <- fmt.Errorf("setns: %w", err)
-			return
-		}
-		ferr := fn()
-		if err := unix.Setns(int(orig.Fd()), unix.CLONE_NEWNET); err != nil {
-			errc <- errors.Join(ferr, fmt.Errorf("restore netns: %w", err))
-			return
-		}
-		runtime.UnlockOSThread()
-		errc <- ferr
-	}()
-	return <-errc
 }
 
 func setLinkUp(name string) error {
