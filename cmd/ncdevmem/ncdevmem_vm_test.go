@@ -254,6 +254,34 @@ func serverArgs(topo *selftest.Topology, port string, extra ...string) []string 
 }
 
 // receiveFromSocat runs bin as a server and sends r from the peer.
+// receiveFromPeer is receiveFromSocat with a Go sender that writes the
+// stream from the peer netns in 64 KiB blocks, so TCP never has to send a
+// small segment: with devmem_linear_bytes set, a segment whose whole payload
+// would stay linear arrives readable (no frag to make it unreadable), which a
+// server rightly calls a flow-steering error.
+func receiveFromPeer(t *testing.T, topo *selftest.Topology, bin string, r io.Reader, extra ...string) result {
+	t.Helper()
+	p := port()
+	s := startServer(t, bin, serverArgs(topo, p, extra...)...)
+	waitListening(t, s, p)
+	pn, _ := strconv.Atoi(p)
+	var c net.Conn
+	err := selftest.InPeer(func() error {
+		d := net.Dialer{LocalAddr: &net.TCPAddr{IP: topo.PeerAddr4.AsSlice(), Port: pn}}
+		var err error
+		c, err = d.Dial("tcp4", net.JoinHostPort(topo.Addr4.String(), p))
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := io.CopyBuffer(struct{ io.Writer }{c}, r, make([]byte, 64<<10)); err != nil {
+		t.Logf("sender: %v", err)
+	}
+	c.Close()
+	return s.wait(t)
+}
+
 func receiveFromSocat(t *testing.T, topo *selftest.Topology, bin string, r io.Reader, socatOpts []string, extra ...string) result {
 	t.Helper()
 	p := port()
@@ -434,7 +462,7 @@ func TestFailOnLinear(t *testing.T) {
 	})
 	t.Run("linear data validates without -L", func(t *testing.T) {
 		setKnob(t, "devmem_linear_bytes", "100")
-		r := receiveFromSocat(t, topo, ncdevmemBin, newPattern(7, 1<<20), nil, "-v", "7", "--json")
+		r := receiveFromPeer(t, topo, ncdevmemBin, newPattern(7, 1<<20), "-v", "7", "--json")
 		if r.code != 0 || r.sum.LinearBytes == 0 || r.sum.Validation != "passed" {
 			t.Fatalf("want exit 0 with linear bytes validated; got %v", r)
 		}
