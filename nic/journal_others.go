@@ -9,7 +9,7 @@ import (
 
 var errNoJournal = errors.New("nic setup journals need Linux, not " + runtime.GOOS)
 
-func lockDir(string) (func(), error)  { return nil, errNoJournal }
+func lockDir(string) (func(), error) { return nil, errNoJournal }
 func selfIdentity() (journal, error) { return journal{}, errNoJournal }
 
 var processAlive = func(*journal) bool { return true }

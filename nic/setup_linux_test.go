@@ -476,9 +476,9 @@ func TestClosedNIC(t *testing.T) {
 		t.Fatal(err)
 	}
 	for name, err := range map[string]error{
-		"Close": n.Close(),
-		"Rings": func() error { _, err := n.Rings(); return err }(),
-		"State": func() error { _, err := n.State(); return err }(),
+		"Close":  n.Close(),
+		"Rings":  func() error { _, err := n.Rings(); return err }(),
+		"State":  func() error { _, err := n.State(); return err }(),
 		"SetRSS": n.SetRSSIndirection(nil),
 	} {
 		if !errors.Is(err, net.ErrClosed) {

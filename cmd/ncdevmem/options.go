@@ -20,10 +20,10 @@ const defaultBufPages = 16000
 type mode int
 
 const (
-	modeProbe  mode = iota + 1 // neither -s nor -c: run_devmem_tests
-	modeServer                 // -l: receive into device memory
-	modeClient                 // otherwise: send from device memory
-	modeRestore                // --restore: undo what crashed runs left
+	modeProbe   mode = iota + 1 // neither -s nor -c: run_devmem_tests
+	modeServer                  // -l: receive into device memory
+	modeClient                  // otherwise: send from device memory
+	modeRestore                 // --restore: undo what crashed runs left
 )
 
 func (m mode) String() string {
