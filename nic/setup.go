@@ -232,10 +232,10 @@ func (s *Setup) EnableHeaderSplit() error {
 				return err
 			}
 		}
-		if now.Split != TCPDataSplitEnabled {
-			if err := s.nic.SetTCPDataSplit(TCPDataSplitEnabled); err != nil {
-				return err
-			}
+		// Sent even when it reads as on: a driver may report its "auto"
+		// as on (netdevsim does), while bind-rx wants it set explicitly.
+		if err := s.nic.SetTCPDataSplit(TCPDataSplitEnabled); err != nil {
+			return err
 		}
 		if cur.HasHDSThresh && cur.HDSThresh != 0 {
 			if err := s.nic.SetHDSThresh(0); err != nil {
@@ -561,9 +561,9 @@ func undoSplit(n *NIC, c *ringsChange, others []*journal) error {
 		return nil // changed since, by someone else
 	}
 	old := c.Base
-	if cur.TCPDataSplit == old.Split && (!old.HasHDS || cur.HDSThresh == old.HDSThresh) {
-		return nil
-	}
+	// Even when it reads as it was: header split was set explicitly, and
+	// may have been "auto" before, which some drivers report as on.
+	//
 	// Hand header split back to the driver's choice first, so an "auto"
 	// device stays auto; then the old threshold; then, if the driver's
 	// choice differs from what was there, the explicit old value (what

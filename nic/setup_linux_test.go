@@ -29,6 +29,10 @@ type fakeDev struct {
 	rules    map[uint32]FlowRule
 	ntupleOn bool
 	bound    bool
+	// autoOn makes the device netdevsim-like: header split "auto"
+	// (unknown) reads as on, but only an explicit on allows bind-rx.
+	autoOn bool
+	auto   bool
 	// onChange, if set, runs before each change with its name.
 	onChange func(what string)
 }
@@ -47,7 +51,11 @@ func (f *fakeDev) close() error { return nil }
 func (f *fakeDev) rings() (*Rings, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	return &Rings{RX: 512, TX: 512, TCPDataSplit: f.split, HDSThresh: f.hds, HDSThreshMax: 1024, HasHDSThresh: true}, nil
+	split := f.split
+	if f.auto {
+		split = TCPDataSplitEnabled
+	}
+	return &Rings{RX: 512, TX: 512, TCPDataSplit: split, HDSThresh: f.hds, HDSThreshMax: 1024, HasHDSThresh: true}, nil
 }
 func (f *fakeDev) setRings(split *TCPDataSplit, hds *uint32) error {
 	f.mu.Lock()
@@ -55,6 +63,9 @@ func (f *fakeDev) setRings(split *TCPDataSplit, hds *uint32) error {
 	f.changing("rings")
 	if split != nil {
 		v := *split
+		if f.autoOn {
+			f.auto = v == TCPDataSplitUnknown
+		}
 		if v == TCPDataSplitUnknown {
 			v = TCPDataSplitDisabled
 		}
@@ -484,5 +495,23 @@ func TestClosedNIC(t *testing.T) {
 		if !errors.Is(err, net.ErrClosed) {
 			t.Errorf("%s after Close: %v, want net.ErrClosed", name, err)
 		}
+	}
+}
+
+// TestHeaderSplitAutoReadsOn: netdevsim reports its "auto" header split as
+// on, but bind-rx needs it set explicitly; afterwards it must be auto again.
+func TestHeaderSplitAutoReadsOn(t *testing.T) {
+	f := newFakeDev()
+	f.autoOn, f.auto = true, true
+	n := fakeNIC(f)
+	s := devmemSetup(t, n, t.TempDir(), 3, 5201)
+	if f.auto || f.split != TCPDataSplitEnabled {
+		t.Errorf("header split auto %v, split %v: bind-rx would refuse", f.auto, f.split)
+	}
+	if err := s.Undo(); err != nil {
+		t.Fatal(err)
+	}
+	if !f.auto {
+		t.Errorf("header split left explicitly %v, was auto", f.split)
 	}
 }
