@@ -7,7 +7,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
-	"runtime"
 	"sort"
 	"strings"
 	"testing"
@@ -82,7 +81,7 @@ func buildSnippets(t *testing.T, snippets []string) error {
 	if err := os.WriteFile(ov, b, 0o644); err != nil {
 		t.Fatal(err)
 	}
-	cmd := exec.Command(filepath.Join(runtime.GOROOT(), "bin", "go"), "build", "-overlay", ov, "./internal/readmesnippets")
+	cmd := exec.Command("go", "build", "-overlay", ov, "./internal/readmesnippets")
 	cmd.Env = append(os.Environ(), "GOOS=linux")
 	if out, err := cmd.CombinedOutput(); err != nil {
 		return fmt.Errorf("%v\n%s", err, out)

@@ -21,7 +21,6 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
-	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -58,28 +57,33 @@ func (s TCPDataSplit) String() string {
 
 // Rings is a NIC's ring configuration (ethtool -g, rings-get).
 type Rings struct {
-	// RX and TX are the ring sizes in descriptors; RXMax and TXMax the
-	// largest the device allows.
+	// RX is the RX ring size in descriptors; RXMax the largest the device
+	// allows.
 	RX, RXMax uint32
+	// TX is the TX ring size in descriptors; TXMax the largest the device
+	// allows.
 	TX, TXMax uint32
 	// TCPDataSplit is the header split state (TCPDataSplitUnknown when the
-	// driver does not report it).
+	// driver does not report it; some drivers report their "auto" as
+	// TCPDataSplitEnabled).
 	TCPDataSplit TCPDataSplit
 	// HDSThresh is the header/data split threshold: packets up to this size
-	// are not split. bind-rx requires 0. Valid only if HasHDSThresh;
-	// HDSThreshMax is the largest the device allows.
-	HDSThresh    uint32
+	// are not split. bind-rx requires 0. Valid only if HasHDSThresh.
+	HDSThresh uint32
+	// HDSThreshMax is the largest threshold the device allows.
 	HDSThreshMax uint32
 	// HasHDSThresh says the driver reports a threshold (Linux 6.13 and
 	// later, and only some drivers).
 	HasHDSThresh bool
 }
 
-// Channels is a NIC's channel configuration (ethtool -l, channels-get): how
-// many RX-only, TX-only, other and combined (RX+TX) channels it runs, and
-// the most of each it can.
+// Channels is a NIC's channel configuration (ethtool -l, channels-get).
 type Channels struct {
-	RX, TX, Other, Combined             uint32
+	// RX, TX, Other and Combined are the numbers of RX-only, TX-only,
+	// other (link interrupts and the like) and combined (RX+TX) channels.
+	RX, TX, Other, Combined uint32
+	// MaxRX, MaxTX, MaxOther and MaxCombined are the most of each the
+	// device can run.
 	MaxRX, MaxTX, MaxOther, MaxCombined uint32
 }
 
@@ -90,6 +94,7 @@ func (c *Channels) RXQueues() int { return int(c.RX) + int(c.Combined) }
 // ChannelsUpdate changes channel counts (ethtool -L); nil fields stay as
 // they are.
 type ChannelsUpdate struct {
+	// RX, TX, Other and Combined are the new counts (see Channels).
 	RX, TX, Other, Combined *uint32
 }
 
@@ -129,8 +134,7 @@ type FlowRule struct {
 	// Src and Dst are the source and destination addresses to match.
 	Src, Dst netip.Addr
 	// SrcPort and DstPort are the TCP ports to match.
-	SrcPort uint16
-	DstPort uint16
+	SrcPort, DstPort uint16
 	// Queue is the RX queue that receives matching packets, or QueueDrop.
 	Queue int
 }
@@ -393,9 +397,4 @@ func equalRSS(size, queues int) []uint32 {
 		t[i] = uint32(i % queues)
 	}
 	return t
-}
-
-// rulesWithout returns rules minus those matching r.
-func rulesWithout(rules []FlowRule, r FlowRule) []FlowRule {
-	return slices.DeleteFunc(slices.Clone(rules), func(o FlowRule) bool { return o.sameMatch(r) })
 }

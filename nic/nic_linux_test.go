@@ -388,3 +388,73 @@ func TestOpenMissing(t *testing.T) {
 		t.Errorf("OpenNIC of a missing interface: %v", err)
 	}
 }
+
+// TestSetupOverEthtool runs a devmem setup and its undo through the real
+// request encoding (ethtool netlink and SIOCETHTOOL) against fake drivers,
+// including the split restore sequence ncdevmem uses.
+func TestSetupOverEthtool(t *testing.T) {
+	l := nativeRxnfcLayout()
+	rules := &fakeRules{l: l, size: 64, rules: map[uint32][]byte{}, indir: make([]uint32, 16), t: t}
+	for i := range rules.indir {
+		rules.indir[i] = uint32(i % 4)
+	}
+	rings := &fakeRings{split: 2, hds: 256, combined: 4}
+	n := testNIC(t, rings.serve, rules.ioctl)
+
+	// A rule that predates us, at location 5.
+	if loc, err := n.c.addFlowRule(FlowRule{Location: 5, Type: FlowTCP4, DstPort: 22}, true); err != nil || loc != 5 {
+		t.Fatalf("seed rule: %d %v", loc, err)
+	}
+	before := mustState(t, n)
+
+	s, err := NewSetup(n, &SetupOptions{JournalDir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.EnableHeaderSplit(); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.SteerRSSAway(3); err != nil {
+		t.Fatal(err)
+	}
+	if rules.indir[3] != 0 || rules.indir[4] != 1 {
+		t.Errorf("equal 3: %v", rules.indir)
+	}
+	loc, err := s.AddFlowRule(FlowRule{Type: FlowTCP6, Dst: netip.MustParseAddr("2001:db8::2"), DstPort: 5201, Queue: 3})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if loc != 63 {
+		t.Errorf("picked location %d, want the last free one (63)", loc)
+	}
+	got, err := n.FlowRules()
+	if err != nil || len(got) != 2 || got[1].Queue != 3 || got[1].DstPort != 5201 {
+		t.Fatalf("rules %+v %v", got, err)
+	}
+	if rules.flags&_ETH_FLAG_NTUPLE == 0 || rings.hds != 0 {
+		t.Errorf("flags %#x hds %d", rules.flags, rings.hds)
+	}
+	rings.splitSets = nil
+	if err := s.Undo(); err != nil {
+		t.Fatal(err)
+	}
+	if after := mustState(t, n); !after.Equal(before) {
+		t.Errorf("before %v\nafter  %v", before, after)
+	}
+	if len(rules.rules) != 1 || rules.rules[5] == nil {
+		t.Errorf("rules after undo: %v", rules.rules)
+	}
+	// Unknown first (this driver's auto is off), then the explicit old
+	// value.
+	if diff := cmp.Diff([]uint8{0, 2}, rings.splitSets); diff != "" {
+		t.Errorf("split restore sequence (-want +got):\n%s", diff)
+	}
+
+	// The driver picks the location when it can.
+	rules.size = 64 | _RX_CLS_LOC_SPECIAL
+	rules.nextAny = 17
+	rules.flags |= _ETH_FLAG_NTUPLE
+	if loc, err := n.AddFlowRule(FlowRule{Type: FlowTCP4, DstPort: 1, Queue: 1}); err != nil || loc != 17 {
+		t.Errorf("RX_CLS_LOC_ANY insert: %d %v", loc, err)
+	}
+}
