@@ -29,7 +29,7 @@ func TestNewUDMABufMissingDevice(t *testing.T) {
 	udmabufDevice = filepath.Join(t.TempDir(), "udmabuf")
 	defer func() { udmabufDevice = old }()
 
-	b, err := NewUDMABuf(4 << 20)
+	b, err := NewUDMABuf(4<<20, nil)
 	if err == nil {
 		b.Close()
 		t.Fatal("NewUDMABuf succeeded without a device")
@@ -46,7 +46,7 @@ func TestNewUDMABufHostDevice(t *testing.T) {
 	if _, err := os.Stat("/dev/udmabuf"); err == nil {
 		t.Skip("/dev/udmabuf exists; the vmtest suite covers it")
 	}
-	_, err := NewUDMABuf(1)
+	_, err := NewUDMABuf(1, nil)
 	if !errors.Is(err, os.ErrNotExist) || !strings.Contains(err.Error(), "modprobe udmabuf") {
 		t.Fatalf("NewUDMABuf on a host without udmabuf: %v", err)
 	}

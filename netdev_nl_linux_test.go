@@ -5,6 +5,7 @@ package devmem
 import (
 	"encoding/binary"
 	"errors"
+	"io"
 	"os"
 	"strings"
 	"testing"
@@ -42,7 +43,11 @@ func fakeKernel(t *testing.T, fam genetlink.Family, fn genltest.Func) *[]*counti
 		conns = append(conns, c)
 		return c, nil
 	}
-	t.Cleanup(func() { dialGenl = old })
+	// The fake connections have no fd to duplicate: the binding keeps
+	// them, so the tests can count their closes.
+	oldHold := holdBindingSocket
+	holdBindingSocket = func(c genlConn) (io.Closer, error) { return c, nil }
+	t.Cleanup(func() { dialGenl, holdBindingSocket = old, oldHold })
 	return &conns
 }
 
