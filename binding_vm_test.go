@@ -272,4 +272,3 @@ func TestVMBindArgs(t *testing.T) {
 		t.Fatal(err)
 	}
 }
-

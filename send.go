@@ -119,10 +119,10 @@ type Sender struct {
 
 	mu          sync.Mutex
 	nextSeq     uint32
-	nextCounter uint64       // the kernel's next zerocopy id, extended to 64 bits
-	pending     []sendRecord // by counter; the last one may still be open
-	stream      bool         // Completions was called: queue completions for it
-	done        []Completion // reaped but not yet returned by Completions
+	nextCounter uint64        // the kernel's next zerocopy id, extended to 64 bits
+	pending     []sendRecord  // by counter; the last one may still be open
+	stream      bool          // Completions was called: queue completions for it
+	done        []Completion  // reaped but not yet returned by Completions
 	changed     chan struct{} // closed when the ledger changes; nil until a waiter needs it
 	closed      bool
 	reapBuf     []byte

@@ -643,3 +643,22 @@ func BenchmarkSend(b *testing.B) {
 		<-reaped
 	})
 }
+
+// TestNewSenderConnErrors: a closed TCP connection and UDP are refused with
+// a clear error, never a panic.
+func TestNewSenderConnErrors(t *testing.T) {
+	tx := &Binding{id: 1, dir: DirectionTX}
+	client, _ := loopbackPair(t)
+	client.Close()
+	if _, err := NewSender(client, tx, nil); !errors.Is(err, net.ErrClosed) || !strings.Contains(err.Error(), "closed") {
+		t.Errorf("NewSender on a closed connection: %v", err)
+	}
+	u, err := net.ListenPacket("udp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer u.Close()
+	if _, err := NewSender(u.(*net.UDPConn), tx, nil); !errors.Is(err, syscall.EOPNOTSUPP) || !strings.Contains(err.Error(), "needs a TCP socket") {
+		t.Errorf("NewSender on UDP: %v", err)
+	}
+}
