@@ -298,8 +298,16 @@ func (s *Sender) SendContext(ctx context.Context, off, n int64) (seq uint32, err
 	if queued > 0 {
 		s.mu.Lock()
 		s.nextSeq++
-		s.pending[len(s.pending)-1].open = false
-		s.compact()
+		r := &s.pending[len(s.pending)-1]
+		r.open = false
+		if r.remaining == 0 {
+			// Completed while still open (all its calls' completions
+			// came before it returned): nothing on the error queue
+			// will wake the waiters for it.
+			s.compact()
+			s.notifyLocked()
+			s.wakeReaper()
+		}
 		s.mu.Unlock()
 	}
 	switch {

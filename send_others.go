@@ -25,6 +25,8 @@ func (s *Sender) reapWait(ctx context.Context, cond func() bool) error {
 
 func (s *Sender) stopReaper() {}
 
+func (s *Sender) wakeReaper() {}
+
 func (s *Sender) reapNow() error { return unsupportedOnOS("recvmsg MSG_ERRQUEUE") }
 
 func bindToDevice(c syscall.Conn, ifname string) error {
