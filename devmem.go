@@ -34,50 +34,6 @@ import (
 	"strings"
 )
 
-// FragKind says where the bytes of a Frag are.
-type FragKind uint8
-
-const (
-	// FragLinear bytes were copied into the caller's buffer: the NIC did not
-	// split them off into device memory (SO_DEVMEM_LINEAR). They carry no
-	// token.
-	FragLinear FragKind = iota + 1
-	// FragDMABuf bytes are in the dma-buf identified by DMABufID, at Offset
-	// (SO_DEVMEM_DMABUF). Their token must be returned.
-	FragDMABuf
-)
-
-func (k FragKind) String() string {
-	switch k {
-	case FragLinear:
-		return "linear"
-	case FragDMABuf:
-		return "dmabuf"
-	}
-	return "FragKind(" + itoa(uint64(k)) + ")"
-}
-
-// Frag is one piece of received payload, in stream order.
-type Frag struct {
-	Kind FragKind
-	// Offset is, for FragDMABuf, the byte offset in the dma-buf where the
-	// payload starts; for FragLinear, the offset in the receive buffer.
-	Offset uint64
-	// Size is the number of payload bytes.
-	Size uint32
-	// Token identifies the frag to SO_DEVMEM_DONTNEED (FragDMABuf only;
-	// never 0 for a real frag).
-	Token uint32
-	// DMABufID is the id of the binding the frag belongs to (FragDMABuf
-	// only).
-	DMABufID uint32
-}
-
-// ETOOSMALL is the kernel-internal errno (525) recvmsg returns when the
-// control buffer cannot hold even one devmem control message. It has no
-// name in libc or x/sys.
-const ETOOSMALL = Errno(525)
-
 var (
 	// ErrNotSupported is returned when the running kernel, the device or the
 	// operating system lacks what an operation needs. Errors that wrap it
@@ -142,7 +98,7 @@ func (e *Error) Error() string {
 }
 
 // Unwrap returns the underlying error and the errno, so errors.Is matches
-// both (for example ErrControlTooSmall and ETOOSMALL).
+// both (for example ErrControlTooSmall and errno 525, ETOOSMALL).
 func (e *Error) Unwrap() []error {
 	var errs []error
 	if e.Err != nil {
