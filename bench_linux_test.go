@@ -23,7 +23,7 @@ func BenchmarkReleaseTokensLoopback(b *testing.B) {
 
 func BenchmarkRecvLoopback(b *testing.B) {
 	c, s := tcpPair(b)
-	r, err := NewReceiver(s, &ReceiverConfig{BufferSize: 65536})
+	r, err := NewReceiver(s, testRXBinding(1), &ReceiverConfig{BufferSize: 65536})
 	if err != nil {
 		b.Fatal(err)
 	}

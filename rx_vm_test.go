@@ -258,8 +258,7 @@ func (x *vmRX) transfer(t *testing.T, addr netip.Addr, total int64, cfg *Receive
 	if cfg == nil {
 		cfg = &ReceiverConfig{}
 	}
-	cfg.DMABufIDs = []uint32{x.binding.ID()}
-	r, err := NewReceiver(server, cfg)
+	r, err := NewReceiver(server, x.binding, cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -490,7 +489,7 @@ func TestVMRXPoolExhaustion(t *testing.T) {
 		s.send(client, total)
 		client.Close()
 	}()
-	r, err := NewReceiver(server, &ReceiverConfig{DMABufIDs: []uint32{x.binding.ID()}})
+	r, err := NewReceiver(server, x.binding, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -607,7 +606,7 @@ func TestVMRXLinear(t *testing.T) {
 		server, client := x.connect(t, x.topo.Addr4)
 		s := newVMStream(3)
 		go func() { s.send(client, 1<<20); client.Close() }()
-		r, err := NewReceiver(server, &ReceiverConfig{Strict: true})
+		r, err := NewReceiver(server, x.binding, &ReceiverConfig{Strict: true})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -648,7 +647,7 @@ func TestVMRXReadable(t *testing.T) {
 		s := newVMStream(4)
 		const total = 4 << 20
 		go func() { s.send(client, total); client.Close() }()
-		r, err := NewReceiver(server, &ReceiverConfig{Strict: true, DMABufIDs: []uint32{x.binding.ID()}})
+		r, err := NewReceiver(server, x.binding, &ReceiverConfig{Strict: true})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -692,7 +691,7 @@ func TestVMRXReadable(t *testing.T) {
 func TestVMRXDeadlineAndCancel(t *testing.T) {
 	x := vmSetupRX(t, 4<<20, []int{3})
 	server, _ := x.connect(t, x.topo.Addr4)
-	r, err := NewReceiver(server, nil)
+	r, err := NewReceiver(server, x.binding, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
