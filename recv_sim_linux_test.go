@@ -1,10 +1,13 @@
 package devmem
 
 import (
+	"context"
 	"encoding/binary"
 	"errors"
 	"io"
 	"math/bits"
+	"net"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -31,7 +34,8 @@ type simKernel struct {
 	// eofAfter ends the stream after that many calls (0: never).
 	eofAfter int
 
-	used     tokenSet // tokens handed out, not returned
+	mu       sync.Mutex // the real kernel locks its xarray too
+	used     tokenSet   // tokens handed out, not returned
 	page     uint64
 	calls    int
 	dontneed int
@@ -89,6 +93,8 @@ func (k *simKernel) alloc() uint32 {
 }
 
 func (k *simKernel) recvmsg() {
+	k.mu.Lock()
+	defer k.mu.Unlock()
 	r := k.r
 	k.calls++
 	if k.eofAfter > 0 && k.calls > k.eofAfter {
@@ -127,6 +133,8 @@ func (k *simKernel) recvmsg() {
 }
 
 func (k *simKernel) dontneedCall(fd uintptr) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
 	k.dontneed++
 	rel := &k.r.rel
 	freed := 0
@@ -247,5 +255,103 @@ func TestMaxOutstandingBound(t *testing.T) {
 			t.Fatalf("MaxOutstanding %d: peak %d", maxOut, st.PeakOutstanding)
 		}
 		r.Close()
+	}
+}
+
+// TestReceiverConcurrent receives into caller-owned Messages on one
+// goroutine and consumes them on three others (Done or Release, with the
+// idle timer on), with a fifth reading Stats and flushing, and Close
+// racing all of them at a random point. Run with -race. Whatever the
+// interleaving: no frag is released twice, every error after Close is
+// net.ErrClosed, and the kernel gets every token back.
+func TestReceiverConcurrent(t *testing.T) {
+	for iter := 0; iter < 40; iter++ {
+		k := &simKernel{fragsPerCall: 1 + iter%17, blockEvery: iter%2 == 0}
+		r := newSimReceiver(t, k, testRXBinding(1), &ReceiverConfig{MaxOutstanding: 300, ReleaseDelay: 50 * time.Microsecond})
+		free := make(chan *Message, 8)
+		for range cap(free) {
+			free <- new(Message)
+		}
+		work := make(chan *Message)
+		var wg sync.WaitGroup
+		fail := make(chan error, 16)
+		report := func(what string, err error) {
+			if err != nil && !errors.Is(err, net.ErrClosed) {
+				select {
+				case fail <- errors.Join(errors.New(what), err):
+				default:
+				}
+			}
+		}
+		for c := range 3 {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for m := range work {
+					if c == 0 {
+						_, err := r.Release(m.Frags)
+						report("Release", err)
+					} else {
+						report("Done", r.Done(m.Frags))
+					}
+					free <- m
+				}
+			}()
+		}
+		stop := make(chan struct{})
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				st := r.Stats()
+				if st.Outstanding > 300 {
+					report("Stats", errors.New("outstanding over MaxOutstanding"))
+				}
+				report("Flush", r.Flush())
+			}
+		}()
+		closeAfter := time.Duration(iter%7) * 200 * time.Microsecond
+		closed := make(chan error, 1)
+		go func() {
+			time.Sleep(closeAfter)
+			closed <- r.Close()
+		}()
+		for {
+			m := <-free
+			err := r.RecvInto(context.Background(), m)
+			if len(m.Frags) > 0 {
+				work <- m
+			} else {
+				free <- m
+			}
+			if errors.Is(err, net.ErrClosed) {
+				break
+			}
+			if err != nil && !errors.Is(err, ErrTooManyOutstanding) {
+				t.Fatal(err)
+			}
+		}
+		close(work)
+		close(stop)
+		wg.Wait()
+		if err := <-closed; err != nil {
+			t.Fatalf("Close: %v", err)
+		}
+		select {
+		case err := <-fail:
+			t.Fatal(err)
+		default:
+		}
+		k.mu.Lock()
+		left := k.used.n
+		k.mu.Unlock()
+		if left != 0 || r.Outstanding() != 0 {
+			t.Fatalf("iteration %d: the kernel still has %d tokens out, the receiver %d", iter, left, r.Outstanding())
+		}
 	}
 }
