@@ -30,10 +30,9 @@ const (
 	nativeDevmemCmsgLen = nativeHdrLen + dmabufCmsgLen
 )
 
-func init() { parseControlNative = parseDevmemCmsgs }
-
-// parseDevmemCmsgs is the receive path's parser. Per cmsg it does one
-// bounds check (the 40-byte window), loads with the native byte order and
+// parseDevmemCmsgs is the receive path's parser where cmsg_le64_linux.go's
+// word-wise one does not apply (cmsg_portable_linux.go installs it). Per
+// cmsg it does one bounds check (the 40-byte window), loads with the native byte order and
 // compares against constants, and stores the frag whole. Anything it does not
 // expect (another cmsg type, a short or odd cmsg_len, a full frags slice) is
 // left to the generic walk from that offset, which produces the same frags
