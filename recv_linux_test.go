@@ -351,4 +351,68 @@ func TestReceiverRecvAllocs(t *testing.T) {
 	if allocs != 0 {
 		t.Fatalf("%v allocs per Write+Recv", allocs)
 	}
+	var m Message
+	ctx := context.Background()
+	allocs = testing.AllocsPerRun(200, func() {
+		c.Write(data)
+		for n := 0; n < len(data); {
+			if err := r.RecvInto(ctx, &m); err != nil {
+				t.Fatal(err)
+			}
+			if err := r.Done(m.Frags); err != nil {
+				t.Fatal(err)
+			}
+			n += m.N
+		}
+	})
+	if allocs != 0 {
+		t.Fatalf("%v allocs per Write+RecvInto+Done", allocs)
+	}
+}
+
+// TestReceiverFlushBeforeBlock: tokens waiting from Done go back when a Recv
+// is about to block — at once when half the receiver's budget is out,
+// else after ReleaseDelay — on a real socket, from inside the poller's
+// read callback.
+func TestReceiverFlushBeforeBlock(t *testing.T) {
+	_, s := tcpPair(t)
+	r, err := NewReceiver(s, testRXBinding(1), &ReceiverConfig{MaxOutstanding: 256, ReleaseBatch: 200, ReleaseDelay: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	tokens := make([]uint32, 150)
+	for i := range tokens {
+		tokens[i] = uint32(i + 1)
+	}
+	if err := r.Done(fakeRecv(t, r, dmabufFrags(1, tokens...)...)); err != nil {
+		t.Fatal(err)
+	}
+	if st := r.Stats(); st.Pending != 150 || st.DontneedCalls != 0 {
+		t.Fatalf("before blocking: %+v", st)
+	}
+	s.SetReadDeadline(time.Now().Add(30 * time.Millisecond))
+	if _, err := r.Recv(); !errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Fatalf("Recv on an idle socket: %v", err)
+	}
+	if st := r.Stats(); st.Pending != 0 || st.DontneedCalls != 1 || st.Outstanding != 0 {
+		t.Fatalf("150 of 256 out when blocking: not flushed: %+v", st)
+	}
+
+	// Few out: the batch waits for ReleaseDelay.
+	r2, err := NewReceiver(s, testRXBinding(1), &ReceiverConfig{ReleaseDelay: 5 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r2.Close()
+	if err := r2.Done(fakeRecv(t, r2, dmabufFrags(1, 1, 2, 3)...)); err != nil {
+		t.Fatal(err)
+	}
+	s.SetReadDeadline(time.Now().Add(time.Second))
+	if _, err := r2.Recv(); !errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Fatalf("Recv on an idle socket: %v", err)
+	}
+	if st := r2.Stats(); st.Pending != 0 || st.DontneedCalls != 1 {
+		t.Fatalf("idle for a second with a batch waiting: %+v", st)
+	}
 }
