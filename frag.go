@@ -13,6 +13,7 @@ const (
 	FragDMABuf
 )
 
+// String returns "linear" or "dmabuf".
 func (k FragKind) String() string {
 	switch k {
 	case FragLinear:
@@ -31,6 +32,8 @@ func (k FragKind) String() string {
 // they are returned, so the token alone cannot tell a stale or foreign frag
 // from a live one. Copies of a Frag carry the same identity.
 type Frag struct {
+	// Kind says where the bytes are: copied into the receive buffer
+	// (FragLinear) or left in the dma-buf (FragDMABuf).
 	Kind FragKind
 	// gen is the generation of the receive that produced the frag: unique
 	// per Receiver call process-wide, 0 for frags that did not come from a

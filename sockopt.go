@@ -33,6 +33,7 @@ type ReleaseError struct {
 	NotOwned int
 }
 
+// Error says how many tokens were refused or not freed, and why.
 func (e *ReleaseError) Error() string {
 	if e.NotOwned > 0 {
 		return "devmem: " + opDontneed + ": " + strconv.Itoa(e.NotOwned) + " of " +

@@ -21,7 +21,9 @@ const (
 // TokenRange is struct dmabuf_token: Count consecutive tokens from Start.
 // The kernel computes Start+i in uint32 arithmetic, so a range may wrap.
 type TokenRange struct {
+	// Start is the first token of the range (frag_token).
 	Start uint32
+	// Count is the number of consecutive tokens (token_count).
 	Count uint32
 }
 
