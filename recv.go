@@ -98,12 +98,12 @@ type ReceiverConfig struct {
 
 	// ReleaseDelay bounds how long tokens released with Done wait while
 	// the receiver is idle: when a Recv blocks for lack of data with a
-	// batch waiting, the batch goes back after this long. Default 2ms.
+	// batch waiting, the batch goes back after this long. Default 10ms.
 	ReleaseDelay time.Duration
 }
 
 // DefaultReleaseDelay is ReceiverConfig.ReleaseDelay's default.
-const DefaultReleaseDelay = 2 * time.Millisecond
+const DefaultReleaseDelay = 10 * time.Millisecond
 
 // defaultReleaseBatch is ReleaseBatch when the receiver's token budget is
 // unknown: the smallest batch that still keeps SO_DEVMEM_DONTNEED calls at

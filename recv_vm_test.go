@@ -324,3 +324,76 @@ func vmControlMessages(t *testing.T, k int) {
 		t.Fatal(err)
 	}
 }
+
+// TestVMRXBatchedNICBound is TestVMRXBatched64MiB with the NIC the
+// bottleneck: the sender paces its writes, so each recvmsg finds the
+// socket nearly drained and the receiver blocks between them — the case
+// where flushing whenever the socket runs dry costs one SO_DEVMEM_DONTNEED
+// per recvmsg. The policy must still make at most one call per 64 frags.
+func TestVMRXBatchedNICBound(t *testing.T) {
+	x := vmSetupRX(t, 16<<20, []int{3})
+	server, client := x.connect(t, x.topo.Addr4)
+	const (
+		total = 8 << 20
+		chunk = 32 << 10
+	)
+	s := newVMStream(51)
+	go func() {
+		defer client.Close()
+		for pos := int64(0); pos < total; pos += chunk {
+			if err := s.sendRange(client, pos, chunk); err != nil {
+				return
+			}
+			time.Sleep(200 * time.Microsecond)
+		}
+	}()
+	r, err := NewReceiver(server, x.binding, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	server.SetReadDeadline(time.Now().Add(4 * time.Minute))
+	var (
+		pos int64
+		m   Message
+	)
+	for {
+		err := r.RecvInto(t.Context(), &m)
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			t.Fatalf("recv at %d: %v", pos, err)
+		}
+		x.checkFrags(t, s, &pos, m.Frags, m.Linear)
+		if err := r.Done(m.Frags); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := r.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	st := r.Stats()
+	t.Logf("%d bytes: %d recvmsg, %d frags (%.1f per call), %d DONTNEED (1 per %.0f frags), peak %d outstanding",
+		pos, st.RecvCalls, st.Frags, float64(st.Frags)/float64(st.RecvCalls), st.DontneedCalls,
+		float64(st.Frags)/float64(max(st.DontneedCalls, 1)), st.PeakOutstanding)
+	if pos != total || st.TokensFreed != st.Frags {
+		t.Fatalf("received %d of %d bytes; %d of %d tokens freed", pos, total, st.TokensFreed, st.Frags)
+	}
+	if st.DontneedCalls*64 > st.Frags {
+		t.Errorf("%d DONTNEED calls for %d frags: more than 1 per 64", st.DontneedCalls, st.Frags)
+	}
+}
+
+// sendRange writes n bytes of the stream from position pos to w.
+func (s *vmStream) sendRange(w io.Writer, pos, n int64) error {
+	for end := pos + n; pos < end; {
+		i := int(pos % int64(len(s.block)))
+		k := min(int64(len(s.block)-i), end-pos)
+		if _, err := w.Write(s.block[i : i+int(k)]); err != nil {
+			return err
+		}
+		pos += k
+	}
+	return nil
+}
