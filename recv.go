@@ -92,8 +92,10 @@ type ReceiverConfig struct {
 	// ReleaseBatch is how many tokens released with Done wait before one
 	// SO_DEVMEM_DONTNEED returns them. Default: a quarter of the buffers
 	// the receiver may hold (MaxOutstanding, else the bindings' buffer
-	// count), clamped to [1, 1024]; 64 when neither is known. See Done for
-	// when a batch goes earlier.
+	// count), clamped to [1, 1024]; 64 when neither is known. So with 256
+	// buffers or more, the receiver makes at most one SO_DEVMEM_DONTNEED
+	// per 64 frags, whether the NIC or the consumer sets the pace. See
+	// Done for when a batch goes earlier.
 	ReleaseBatch int
 
 	// ReleaseDelay bounds how long tokens released with Done wait while
@@ -262,6 +264,10 @@ func newReceiver(b *Binding, cfg *ReceiverConfig) (*Receiver, error) {
 		if d := bb.Direction(); d != DirectionRX {
 			return nil, &Error{Op: opNewReceiver, Errno: _EINVAL, Err: errors.New("binding " + itoa(uint64(bb.ID())) +
 				" is a " + d.String() + " binding; a Receiver needs one made by BindRX")}
+		}
+		if c, ok := any(bb).(interface{ Closed() bool }); ok && c.Closed() {
+			return nil, &Error{Op: opNewReceiver, Errno: _EINVAL, Err: errors.New("binding " + itoa(uint64(bb.ID())) +
+				" is closed (unbound)")}
 		}
 		r.bindings = append(r.bindings, bb)
 		r.ids = append(r.ids, bb.ID())

@@ -200,6 +200,15 @@ func TestNewReceiverArgs(t *testing.T) {
 			t.Log(err)
 		})
 	}
+	closed := testRXBinding(4)
+	closed.closed = true
+	if _, ok := any(closed).(interface{ Closed() bool }); ok {
+		if _, err := NewReceiver(s, closed, nil); !errors.Is(err, unix.EINVAL) {
+			t.Errorf("closed binding: %v, want EINVAL", err)
+		}
+	} else {
+		t.Log("Binding has no Closed method (yet): closed bindings not checked")
+	}
 	// One message's worth is enough, and extra RX bindings are welcome.
 	r, err := NewReceiver(s, testRXBinding(1), &ReceiverConfig{ControlSize: controlLen(1), Bindings: []*Binding{testRXBinding(2)}})
 	if err != nil {
