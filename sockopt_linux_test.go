@@ -201,7 +201,7 @@ func TestNewReceiverArgs(t *testing.T) {
 		})
 	}
 	closed := testRXBinding(4)
-	closed.closed = true
+	closed.Close()
 	if _, ok := any(closed).(interface{ Closed() bool }); ok {
 		if _, err := NewReceiver(s, closed, nil); !errors.Is(err, unix.EINVAL) {
 			t.Errorf("closed binding: %v, want EINVAL", err)
