@@ -102,7 +102,7 @@ func checkStreamConn(op string, conn syscall.Conn) (syscall.RawConn, error) {
 	if !sockoptSupported {
 		return nil, &Error{Op: op, Err: ErrNotSupported}
 	}
-	if isNil(conn) {
+	if isNilConn(conn) {
 		return nil, &Error{Op: op, Errno: _EINVAL, Err: errors.New("nil conn")}
 	}
 	rc, err := conn.SyscallConn()
@@ -123,9 +123,9 @@ func checkStreamConn(op string, conn syscall.Conn) (syscall.RawConn, error) {
 	return rc, nil
 }
 
-// isNil reports a nil interface or one holding a nil pointer, map, slice,
+// isNilConn reports a nil interface or one holding a nil pointer, map, slice,
 // func or chan.
-func isNil(c any) bool {
+func isNilConn(c any) bool {
 	if c == nil {
 		return true
 	}
