@@ -119,6 +119,27 @@ func ExampleReceiver_RecvInto() {
 	}
 }
 
+// Return tokens of frags received by other means (ParseControl) in
+// batches of up to 1024 per system call.
+func ExampleTokenBatcher() {
+	var conn *net.TCPConn // receiving devmem data through recvmsg of its own
+	rel, err := devmem.NewTokenReleaser(conn)
+	if err != nil {
+		log.Fatal(err)
+	}
+	b := devmem.NewTokenBatcher(rel, &devmem.TokenBatcherConfig{Threshold: 512})
+	defer func() {
+		if err := b.Close(); err != nil {
+			log.Print(err)
+		}
+		log.Printf("%+v", b.Stats())
+	}()
+	var frags []devmem.Frag // from ParseControl, consumed
+	if err := b.Add(frags); err != nil {
+		log.Print(err)
+	}
+}
+
 // Parsing control data from a recvmsg made by other means.
 func ExampleParseControl() {
 	var (
