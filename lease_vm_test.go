@@ -843,22 +843,31 @@ func TestVMLeaseNcdevmem(t *testing.T) {
 		if err := cmd.Start(); err != nil {
 			t.Fatal(err)
 		}
+		exited := make(chan error, 1)
+		go func() { exited <- cmd.Wait() }()
 		var c net.Conn
 		var err error
-		for deadline := time.Now().Add(time.Minute); ; time.Sleep(50 * time.Millisecond) {
+	dial:
+		for deadline := time.Now().Add(time.Minute); ; {
 			c, err = selftest.DialPeer(ctx, "tcp6", net.JoinHostPort(pod.Addr6.String(), strconv.Itoa(int(port))))
 			if err == nil || time.Now().After(deadline) {
 				break
 			}
+			select {
+			case werr := <-exited:
+				t.Fatalf("ncdevmem exited before accepting: %v\n%s", werr, out.String())
+			case <-time.After(50 * time.Millisecond):
+				continue dial
+			}
 		}
 		if err != nil {
 			cmd.Process.Kill()
-			cmd.Wait()
+			<-exited
 			t.Fatalf("connect to ncdevmem in the pod: %v\n%s", err, out.String())
 		}
 		_, werr := c.Write(payload)
 		c.Close()
-		err = cmd.Wait()
+		err = <-exited
 		t.Logf("ncdevmem: %v\n%s", err, out.String())
 		if werr != nil {
 			t.Fatal(werr)
