@@ -220,7 +220,9 @@ func onThread(fn func() error) error {
 // Sockets fn creates belong to h for their whole life; goroutines fn starts
 // do not run in h. The thread goes back to its netns afterwards, or, should
 // that fail, is discarded: the error then says so, and no goroutine ever
-// runs in h outside fn.
+// runs in h outside fn. (If that thread is the process's main thread, which
+// Linux does not let exit, the runtime parks it for good instead; then
+// /proc/PID/ns/net, which names the main thread's netns, shows h.)
 //
 // A panic in fn is re-raised in the caller after the thread is restored.
 // Do may be nested and called from many goroutines at once.
