@@ -3,8 +3,6 @@ package selftest
 import (
 	"strings"
 	"testing"
-
-	"github.com/google/go-cmp/cmp"
 )
 
 func TestPodEnvRoundTrip(t *testing.T) {
@@ -22,8 +20,8 @@ func TestPodEnvRoundTrip(t *testing.T) {
 	if !ok {
 		t.Fatal("PodFromEnv found no pod")
 	}
-	if diff := cmp.Diff(want, got); diff != "" {
-		t.Errorf("(-want +got):\n%s", diff)
+	if *got != *want {
+		t.Errorf("got %+v\nwant %+v", got, want)
 	}
 	if _, ok := PodFromEnv(func(string) string { return "" }); ok {
 		t.Error("PodFromEnv found a pod in an empty environment")
