@@ -219,7 +219,9 @@ func onlyNetdev() (string, int, error) {
 // checkTCP connects from the peer to the host side and back, over both
 // address families, so a broken link fails here and not in some test.
 func checkTCP(peerNS *os.File) error {
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	// Generous: an overloaded host has made TCG guests this slow (a lost
+	// SYN is retried by TCP within the deadline).
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	var d net.Dialer
 	for _, pair := range [][2]string{{hostAddr4, peerAddr4}, {hostAddr6, peerAddr6}} {
