@@ -530,13 +530,17 @@ func TestVMLeaseTeardown(t *testing.T) {
 			t.Fatal(err)
 		}
 		defer buf.Close()
-		var b *Binding
+		// An RX and a TX binding of the pod are alive when the pair goes.
+		var b, tx *Binding
 		if err := pod.NS.Do(func() error {
 			var err error
-			b, err = BindRX(pod.GuestIfIndex, buf, []int{pod.Queue}, nil)
+			if b, err = BindRX(pod.GuestIfIndex, buf, []int{pod.Queue}, nil); err != nil {
+				return err
+			}
+			tx, err = BindTX(pod.GuestIfIndex, buf)
 			return err
 		}); err != nil {
-			t.Fatalf("bind-rx in the pod: %v", err)
+			t.Fatalf("bind in the pod: %v", err)
 		}
 		if q := physQueue(t, host, topo.IfIndex, pod.PhysQueue); q.DMABuf != b.ID() {
 			t.Fatalf("physical queue dmabuf %d, want %d", q.DMABuf, b.ID())
@@ -550,7 +554,10 @@ func TestVMLeaseTeardown(t *testing.T) {
 			t.Errorf("after deleting netkit: lease %+v dmabuf %d", q.Lease, q.DMABuf)
 		}
 		if err := b.Close(); err != nil {
-			t.Errorf("closing the orphaned binding: %v", err)
+			t.Errorf("closing the orphaned RX binding: %v", err)
+		}
+		if err := tx.Close(); err != nil {
+			t.Errorf("closing the orphaned TX binding: %v", err)
 		}
 		hostBindAgain(t, host, topo, pod.PhysQueue)
 	})
