@@ -184,6 +184,13 @@ type frag struct {
 func (x *rx) transfer(t *testing.T, addr netip.Addr, total int64) []frag {
 	t.Helper()
 	server, client := connect(t, addr, x.port)
+	return x.stream(t, server, client, total)
+}
+
+// stream sends total bytes from client to server and receives them as
+// transfer does.
+func (x *rx) stream(t *testing.T, server *net.TCPConn, client net.Conn, total int64) []frag {
+	t.Helper()
 	s := newStream(uint64(total) ^ uint64(x.port))
 	sent := make(chan error, 1)
 	go func() {
@@ -371,3 +378,10 @@ func sysStat(t *testing.T, ifname, name string) uint64 {
 	}
 	return v
 }
+
+func ethtoolErr(args ...string) (string, error) {
+	out, err := exec.Command("ethtool", args...).CombinedOutput()
+	return string(out), err
+}
+
+func itoa(i int) string { return strconv.Itoa(i) }
