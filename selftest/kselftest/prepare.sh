@@ -103,10 +103,23 @@ apt_refresh() {
 	fi
 }
 
+# One apt-cache call (seconds each, on these indexes) answers every lookup,
+# kept until the index is refreshed.
+madison() {
+	local m=$aptdir/madison.txt stamp=$aptdir/lists/.devmem-updated
+	if [[ ! -f $m || $stamp -nt $m ]]; then
+		apt-cache "${apt_opts[@]}" madison iproute2 liburing-dev linux-libc-dev \
+			>"$m.tmp" 2>/dev/null || true
+		mv "$m.tmp" "$m"
+	fi
+	cat "$m"
+}
+
 # versions PKG [SUITE_REGEX]: the package's versions in the index, newest first.
 versions() {
-	apt-cache "${apt_opts[@]}" madison "$1" 2>/dev/null |
-		awk -F'|' -v re="${2:-.}" '$3 ~ re {gsub(/ /, "", $2); print $2}' | sort -Vr -u
+	madison | awk -F'|' -v pkg="$1" -v re="${2:-.}" '
+		{ gsub(/ /, "", $1); gsub(/ /, "", $2) }
+		$1 == pkg && $3 ~ re { print $2 }' | sort -Vr -u
 }
 
 debs=$cache/kselftest-debs
@@ -171,9 +184,17 @@ trap 'rm -rf "$work"' EXIT
 uring_ver=
 for v in $uring_cands; do
 	deb=$(fetch liburing-dev "$v") || continue
-	rm -rf "$work/uring" && mkdir -p "$work/uring"
-	dpkg-deb -x "$deb" "$work/uring"
-	if grep -qs 'io_uring_register_ifq' "$work/uring/usr/include/liburing.h"; then
+	verdict=$deb.zcrx # "yes" or "no", so that a cached run unpacks nothing
+	if [[ ! -f $verdict ]]; then
+		rm -rf "$work/uring" && mkdir -p "$work/uring"
+		dpkg-deb -x "$deb" "$work/uring"
+		if grep -qs 'io_uring_register_ifq' "$work/uring/usr/include/liburing.h"; then
+			echo yes >"$verdict"
+		else
+			echo no >"$verdict"
+		fi
+	fi
+	if [[ $(cat "$verdict") == yes ]]; then
 		uring_ver=$v
 		break
 	fi
@@ -226,6 +247,8 @@ khdr=$work/hdr/usr/include
 # The uAPI of the kernel the tests run on, before glibc's older copy.
 kinc=(-isystem "$khdr" -isystem "$khdr/x86_64-linux-gnu")
 
+rm -rf "$work/uring" && mkdir -p "$work/uring"
+dpkg-deb -x "$(fetch liburing-dev "$uring_ver")" "$work/uring"
 log "building iou-zcrx against liburing $uring_ver (static)"
 gcc -O2 -Wall -Wno-unused-variable "${kinc[@]}" -I"$work/uring/usr/include" \
 	-o "$tmp/hw/iou-zcrx" "$tree/$hw/iou-zcrx.c" \
