@@ -14,16 +14,19 @@ KERNEL_BUILD := selftest/kernel/build.sh
 
 # Debian packages: the kernel build (flex ... xz-utils), its C ncdevmem (YNL
 # needs python3-yaml/jsonschema), the VM (qemu) and what runs inside it
-# (ethtool, socat, iproute2).
+# (ethtool, socat, iproute2); make kselftest's BPF objects (clang, libbpf-dev
+# for bpf_helpers.h) and tools (bpftool; unshare from util-linux). Its newer
+# iproute2 and liburing come from selftest/kselftest/prepare.sh.
 DEB_PACKAGES := qemu-system-x86 flex bison libelf-dev libssl-dev bc cpio make gcc libc6-dev patch \
 	xz-utils perl ethtool socat iproute2 python3 python3-yaml python3-jsonschema \
-	debian-archive-keyring ca-certificates
+	debian-archive-keyring ca-certificates \
+	clang libbpf-dev bpftool util-linux
 
-.PHONY: all deps kernel unit vmtest test demo demo-c bench clean $(VMEXEC)
+.PHONY: all deps kernel unit vmtest kselftest test demo demo-c bench clean $(VMEXEC)
 
 all: test
 
-test: deps kernel unit vmtest
+test: deps kernel unit vmtest kselftest
 
 deps:
 	@missing=$$(for p in $(DEB_PACKAGES); do \
@@ -99,6 +102,16 @@ vmtest: $(VMEXEC)
 	$(GO) build -o $(BIN)/ncdevmem ./cmd/ncdevmem && \
 	DEVMEM_NCDEVMEM_BIN=$(BIN)/ncdevmem \
 	$(GO) test -tags vmtest -exec $(VMEXEC) -count=1 -p 1 -v $(VM_PACKAGES)
+
+# The kernel's own devmem/netkit/zcrx selftests (drivers/net/hw of the tree
+# the kernel was built from, unmodified) in one VM boot; see selftest/README.md.
+# One suite with one ncdevmem: make kselftest SUITES=devmem.py NCDEVMEM=c|go|PATH
+SUITES ?=
+NCDEVMEM ?=
+kselftest: $(VMEXEC)
+	@kernel="$(kernel_dir)" && [ -n "$$kernel" ] && \
+	DEVMEM_KERNEL="$$kernel" VMEXEC=$(VMEXEC) SUITES="$(SUITES)" NCDEVMEM="$(NCDEVMEM)" \
+	selftest/kselftest/run.sh
 
 # Our cmd/ncdevmem receives a validated stream from the peer netns
 # (selftest/demo drives both ends inside the VM).
