@@ -22,23 +22,31 @@ set -euo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
 
-# qemu_from_debs unpacks the bundle's .debs (not over /) and points vmexec at
-# a wrapper that runs that QEMU with its libraries and firmware.
-qemu_from_debs() {
-	local root=$1/qemu-root
+# from_debs unpacks the bundle's .debs into DIR/debroot (never over /) and
+# puts wrappers that run them with their libraries in DIR/tools: QEMU (with
+# its firmware), and ethtool and ip where this machine lacks them (the guest
+# runs on this machine's /, with this PATH).
+from_debs() {
+	local root=$1/debroot tools=$1/tools
+	local libs="$root/lib/x86_64-linux-gnu:$root/usr/lib/x86_64-linux-gnu"
 	if [ ! -x "$root/usr/bin/qemu-system-x86_64" ]; then
 		mkdir -p "$root"
 		for d in "$1"/debs/*.deb; do dpkg-deb -x "$d" "$root"; done
 	fi
-	cat >"$1/qemu" <<EOF
-#!/bin/sh
-export LD_LIBRARY_PATH="$root/lib/x86_64-linux-gnu:$root/usr/lib/x86_64-linux-gnu\${LD_LIBRARY_PATH:+:\$LD_LIBRARY_PATH}"
-exec "$root/usr/bin/qemu-system-x86_64" -L "$root/usr/share/qemu" -L "$root/usr/share/seabios" "\$@"
-EOF
-	chmod +x "$1/qemu"
-	export DEVMEM_QEMU=$1/qemu
-	# ethtool and ip for the guest (it runs on this machine's /).
-	export PATH=$root/usr/sbin:$root/sbin:$root/usr/bin:$PATH
+	mkdir -p "$tools"
+	printf '#!/bin/sh\nLD_LIBRARY_PATH="%s" exec "%s" -L "%s" -L "%s" "$@"\n' \
+		"$libs" "$root/usr/bin/qemu-system-x86_64" "$root/usr/share/qemu" "$root/usr/share/seabios" >"$tools/qemu-system-x86_64"
+	chmod +x "$tools/qemu-system-x86_64"
+	export DEVMEM_QEMU=$tools/qemu-system-x86_64
+	for t in ethtool ip; do
+		command -v $t >/dev/null || [ -x /usr/sbin/$t ] || [ -x /sbin/$t ] && continue
+		local p
+		p=$(ls "$root"/usr/sbin/$t "$root"/sbin/$t "$root"/bin/$t 2>/dev/null | head -n1)
+		[ -n "$p" ] || continue
+		printf '#!/bin/sh\nLD_LIBRARY_PATH="%s" exec "%s" "$@"\n' "$libs" "$p" >"$tools/$t"
+		chmod +x "$tools/$t"
+	done
+	export PATH=$tools:$PATH
 }
 
 if [ -f "$here/BUNDLE" ]; then
@@ -47,8 +55,9 @@ if [ -f "$here/BUNDLE" ]; then
 	kernel=${DEVMEM_KERNEL:-$here/kernel/bzImage}
 	c_ncdevmem=${DEVMEM_C_NCDEVMEM:-$here/kernel/ncdevmem}
 	shim=$here/bin/countsys.so
-	if [ -z "${DEVMEM_QEMU:-}" ] && ! command -v qemu-system-x86_64 >/dev/null; then
-		qemu_from_debs "$here"
+	# BENCH_FROM_DEBS=1: use the bundled QEMU even where one is installed.
+	if [ -n "${BENCH_FROM_DEBS:-}" ] || { [ -z "${DEVMEM_QEMU:-}" ] && ! command -v qemu-system-x86_64 >/dev/null; }; then
+		from_debs "$here"
 	fi
 	cat "$here/BUNDLE"
 else
