@@ -100,9 +100,9 @@ func run() error {
 	flag.StringVar(&receivers, "receivers", "tcp,fastrx,C,ours,gorx", "receivers of the single-flow table")
 	flag.StringVar(&scale, "scale", "1x1,2x1,4x1,8x1,1x2,2x2,4x2,8x2,1x4,2x4,4x4,8x4", "scaling matrix: FLOWSxQUEUES, validation on; empty: none")
 	flag.StringVar(&scaleRecv, "scale-receivers", "fastrx,gorx", "receivers of the scaling matrix")
-	flag.Int64Var(&c.scaleSize, "scale-size", 0, "bytes per scaling transfer, over all flows (0: min(size, 128 MiB))")
+	flag.Int64Var(&c.scaleSize, "scale-size", 0, "bytes per scaling transfer, over all flows (0: min(size/4, 128 MiB))")
 	flag.StringVar(&mixedRecv, "mixed-receivers", "tcp,fastrx,gorx", "receivers of the mixed workload; empty: none")
-	flag.Int64Var(&c.mixedSize, "mixed-size", 0, "bulk bytes of the mixed workload (0: min(size, 64 MiB))")
+	flag.Int64Var(&c.mixedSize, "mixed-size", 0, "bulk bytes of the mixed workload (0: min(size/2, 64 MiB))")
 	flag.DurationVar(&c.rrTime, "rr-time", 3*time.Second, "request/response alone: how long")
 	flag.IntVar(&c.req, "rr-req", 256, "request size")
 	flag.IntVar(&c.resp, "rr-resp", 64, "response size")
@@ -120,10 +120,10 @@ func run() error {
 		c.geoms = []geometry{{label: "default"}}
 	}
 	if c.scaleSize == 0 {
-		c.scaleSize = min(c.size, 128<<20)
+		c.scaleSize = min(c.size/4, 128<<20)
 	}
 	if c.mixedSize == 0 {
-		c.mixedSize = min(c.size, 64<<20)
+		c.mixedSize = min(c.size/2, 64<<20)
 	}
 	for _, s := range splitList(scale) {
 		f, q, ok := strings.Cut(s, "x")

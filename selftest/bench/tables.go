@@ -28,13 +28,25 @@ func median(rs []result, f func(result) float64) float64 {
 
 // row is the medians of one receiver's runs.
 type row struct {
+	mbpsMin, mbpsMax                            float64
 	n                                           int
 	mbps, cpuGiB, vmGiB, busy, recv, dn, dnFrag float64
 	fragsGiB, maxOut, allocs, steadyRc          float64
 }
 
 func summarize(rs []result) row {
+	lo, hi := 0.0, 0.0
+	for i, r := range rs {
+		if m := r.mbps(); i == 0 || m < lo {
+			lo = m
+		}
+		if m := r.mbps(); m > hi {
+			hi = m
+		}
+	}
 	return row{
+		mbpsMin:  lo,
+		mbpsMax:  hi,
 		n:        len(rs),
 		mbps:     median(rs, func(r result) float64 { return r.mbps() }),
 		cpuGiB:   median(rs, func(r result) float64 { return r.cpu.Seconds() / r.gib() }),
@@ -85,8 +97,8 @@ func orNA(v float64, format string) string {
 
 func printSingle(c *config, rs results) {
 	fmt.Println()
-	fmt.Println("| validation | receiver | runs | MB/s | CPU s/GiB | VM CPU s/GiB | recvmsg/GiB | DONTNEED/GiB | DONTNEED/frag | frags/GiB | max tokens out | allocs (steady, over recvmsg) | MB/s ÷ fastrx | CPU/GiB ÷ fastrx |")
-	fmt.Println("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+	fmt.Println("| validation | receiver | runs | MB/s | MB/s min–max | CPU s/GiB | VM CPU s/GiB | recvmsg/GiB | DONTNEED/GiB | DONTNEED/frag | frags/GiB | max tokens out | allocs (steady, over recvmsg) | MB/s ÷ fastrx | CPU/GiB ÷ fastrx |")
+	fmt.Println("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
 	for _, mode := range c.modes {
 		ref, haveRef := rs[key(mode, "/", "fastrx")]
 		var rr row
@@ -107,8 +119,8 @@ func printSingle(c *config, rs results) {
 			if haveRef {
 				rm, rc = ratio(r.mbps, rr.mbps), ratio(r.cpuGiB, rr.cpuGiB)
 			}
-			fmt.Printf("| %s | %s | %d | %.2f | %.2f | %.2f | %.0f | %.0f | %s | %.0f | %s | %s | %s | %s |\n",
-				mode, receiverName(recv, mode == "on"), r.n, r.mbps, r.cpuGiB, r.vmGiB, r.recv, r.dn, dnFrag,
+			fmt.Printf("| %s | %s | %d | %.2f | %.1f–%.1f | %.2f | %.2f | %.0f | %.0f | %s | %.0f | %s | %s | %s | %s |\n",
+				mode, receiverName(recv, mode == "on"), r.n, r.mbps, r.mbpsMin, r.mbpsMax, r.cpuGiB, r.vmGiB, r.recv, r.dn, dnFrag,
 				r.fragsGiB, orNA(r.maxOut, "%.0f"), allocs, rm, rc)
 		}
 	}
@@ -117,14 +129,14 @@ func printSingle(c *config, rs results) {
 func printScaling(c *config, rs results) []accept {
 	var acc []accept
 	fmt.Println()
-	fmt.Println("| receiver | flows | bound queues | runs | aggregate MB/s | × 1 flow on 1 queue | CPU s/GiB | VM CPU s/GiB | VM CPUs busy | DONTNEED/frag | max tokens out |")
-	fmt.Println("|---|---|---|---|---|---|---|---|---|---|---|")
+	fmt.Println("| receiver | flows | bound queues | runs | aggregate MB/s | min–max | × 1 flow on 1 queue | CPU s/GiB | VM CPU s/GiB | VM CPUs busy | DONTNEED/frag | max tokens out |")
+	fmt.Println("|---|---|---|---|---|---|---|---|---|---|---|---|")
 	for _, recv := range c.scaleReceivers {
 		base := summarize(rs[key(recv, "/", 1, "x", 1)])
 		for _, fq := range c.scale {
 			r := summarize(rs[key(recv, "/", fq[0], "x", fq[1])])
-			fmt.Printf("| %s | %d | %d | %d | %.2f | %s | %.2f | %.2f | %.0f%% | 1/%.0f | %.0f |\n",
-				receiverName(recv, true), fq[0], fq[1], r.n, r.mbps, ratio(r.mbps, base.mbps), r.cpuGiB, r.vmGiB,
+			fmt.Printf("| %s | %d | %d | %d | %.2f | %.1f–%.1f | %s | %.2f | %.2f | %.0f%% | 1/%.0f | %.0f |\n",
+				receiverName(recv, true), fq[0], fq[1], r.n, r.mbps, r.mbpsMin, r.mbpsMax, ratio(r.mbps, base.mbps), r.cpuGiB, r.vmGiB,
 				100*r.busy, 1/max(r.dnFrag, 1e-9), r.maxOut)
 			if fq == [2]int{4, 4} && base.n > 0 {
 				acc = append(acc, accept{

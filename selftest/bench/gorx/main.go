@@ -26,6 +26,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"runtime/pprof"
 	"strconv"
 	"sync"
 	"syscall"
@@ -88,6 +89,18 @@ func run(c *config, addr string, port, fd int) error {
 	}
 	ln.Close()
 
+	// GORX_CPUPROFILE=FILE: a pprof CPU profile of the receive loop.
+	if path := os.Getenv("GORX_CPUPROFILE"); path != "" {
+		f, err := os.Create(path)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			return err
+		}
+		defer pprof.StopCPUProfile()
+	}
 	// CPU time from here on: the receive loop, not the setup.
 	cpu0 := cpuTime()
 	st := newStats(c.flows, c.warmup)
