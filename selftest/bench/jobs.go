@@ -119,7 +119,7 @@ func runJob(c *config, topo *selftest.Topology, ns *nicSetup, j job, port int) (
 	if err := waitListening(port, p.exited); err != nil {
 		return p.fail(err)
 	}
-	res, err := drive(topo, j, port)
+	res, err := driveProfiled(c, topo, j, port)
 	if err != nil {
 		return p.fail(fmt.Errorf("sender: %w", err))
 	}
@@ -387,6 +387,34 @@ func drive(topo *selftest.Topology, j job, port int) (result, error) {
 		res.bytes += int64(len(all) * j.req)
 	}
 	return res, nil
+}
+
+// driveProfiled is drive, under a system-wide perf record (-perf-system)
+// whose report it prints: every CPU of the VM, sender, softirqs and the
+// simulated NIC's copy included.
+func driveProfiled(c *config, topo *selftest.Topology, j job, port int) (result, error) {
+	if c.perfSystem == "" {
+		return drive(topo, j, port)
+	}
+	dir, err := os.MkdirTemp("", "bench-perf-")
+	if err != nil {
+		return result{}, err
+	}
+	defer os.RemoveAll(dir)
+	data := filepath.Join(dir, "perf.data")
+	rec := exec.Command(c.perfSystem, "record", "-q", "-a", "-e", "cpu-clock", "-F", "499", "-o", data)
+	rec.Stdout, rec.Stderr = os.Stderr, os.Stderr
+	if err := rec.Start(); err != nil {
+		return result{}, err
+	}
+	time.Sleep(300 * time.Millisecond) // perf opens its events
+	res, err := drive(topo, j, port)
+	rec.Process.Signal(os.Interrupt)
+	rec.Wait()
+	if err == nil {
+		printProfile(c.perfSystem, data, "whole VM, "+j.label())
+	}
+	return res, err
 }
 
 // sendBulk writes size bytes of the pattern, calls sent, half-closes and

@@ -54,7 +54,7 @@ type config struct {
 	req, resp                        int
 	port                             int
 	keepLogs                         bool
-	perf                             string
+	perf, perfSystem                 string
 	geoms                            []geometry
 }
 
@@ -109,6 +109,7 @@ func run() error {
 	flag.IntVar(&c.port, "port", 5300, "first TCP port; each job takes the next ones")
 	flag.BoolVar(&c.keepLogs, "v", false, "print each receiver's stderr tail")
 	flag.StringVar(&c.perf, "perf", "", "run each receiver under this perf binary (perf record -e cpu-clock) and print the top of its profile; the timings then include perf")
+	flag.StringVar(&c.perfSystem, "perf-system", "", "record every CPU of the VM with this perf binary during each transfer and print the top of the profile")
 	flag.Var(&geoms, "geom", "LABEL:KNOB=V,KNOB=V: a frag geometry of the simulated NIC (netdevsim debugfs knobs); repeatable, the first is primary (scaling and mixed run on it); none: the NIC's default")
 	flag.Parse()
 	c.modes = splitList(modes)

@@ -52,7 +52,7 @@ func transferTool(c *config, topo *selftest.Topology, j job, port int) (result, 
 	if err := waitListening(port, pr.exited); err != nil {
 		return pr.fail(err)
 	}
-	res, err := drive(topo, j, port)
+	res, err := driveProfiled(c, topo, j, port)
 	if err != nil {
 		return pr.fail(fmt.Errorf("sender: %w", err))
 	}
@@ -137,8 +137,12 @@ func readTextSummary(b []byte, res *result) error {
 // printProfile prints the top of a receiver's profile: by symbol, self time,
 // kernel and user together.
 func printProfile(perf, data, label string) {
+	sortBy := "dso,sym"
+	if strings.HasPrefix(label, "whole VM") {
+		sortBy = "comm,dso,sym" // which process: sender, receiver, softirq, idle
+	}
 	out, err := exec.Command(perf, "report", "-i", data, "--stdio", "--no-children", "-g", "none",
-		"--sort", "dso,sym", "--percent-limit", "1").CombinedOutput()
+		"--sort", sortBy, "--percent-limit", "1").CombinedOutput()
 	fmt.Printf("--- profile: %s (perf cpu-clock, self time)\n", label)
 	n := 0
 	for _, l := range strings.Split(string(out), "\n") {
