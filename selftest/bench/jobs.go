@@ -70,7 +70,7 @@ func (r result) gib() float64  { return float64(r.bytes) / (1 << 30) }
 func runJob(c *config, topo *selftest.Topology, ns *nicSetup, j job, port int) (result, error) {
 	var st *steered
 	var err error
-	bind := j.recv == "fastrx" || j.recv == "gorx"
+	bind := j.recv == "fastrx" || j.recv == "gorx" || j.recv == "gorx1"
 	st, err = ns.steer(max(1, j.queues), j.flows, port, bind)
 	if err != nil {
 		return result{}, err
@@ -83,6 +83,7 @@ func runJob(c *config, topo *selftest.Topology, ns *nicSetup, j job, port int) (
 		args = append(args, "-r", strconv.Itoa(j.rrFlows), "-q", strconv.Itoa(j.req), "-R", strconv.Itoa(j.resp))
 	}
 	var bin string
+	var env []string
 	var extra []*os.File
 	switch j.recv {
 	case "tcp":
@@ -93,10 +94,15 @@ func runJob(c *config, topo *selftest.Topology, ns *nicSetup, j job, port int) (
 			args = append(args, "-v", "7")
 		}
 		args = append(args, "-m", mode)
-	case "fastrx", "gorx":
+	case "fastrx", "gorx", "gorx1":
 		bin = c.fastrx
-		if j.recv == "gorx" {
+		if j.recv != "fastrx" {
 			bin = c.gorx
+		}
+		if j.recv == "gorx1" {
+			// The same loop on one P: what the Go scheduler's
+			// hand-offs between threads cost.
+			env = []string{"GOMAXPROCS=1"}
 		}
 		fd, err := unix.Dup(ns.buf.FD())
 		if err != nil {
@@ -112,7 +118,7 @@ func runJob(c *config, topo *selftest.Topology, ns *nicSetup, j job, port int) (
 	default:
 		return result{}, fmt.Errorf("unknown receiver %q", j.recv)
 	}
-	p, err := startReceiver(c, bin, args, nil, extra, false)
+	p, err := startReceiver(c, bin, args, env, extra, false)
 	if err != nil {
 		return result{}, err
 	}

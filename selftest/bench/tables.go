@@ -68,6 +68,7 @@ var receiverNames = map[string][2]string{ // validation off, on
 	"C":      {"kernel C ncdevmem", "kernel C ncdevmem"},
 	"ours":   {"our cmd/ncdevmem", "our cmd/ncdevmem"},
 	"gorx":   {"library loop (gorx)", "library loop (gorx)"},
+	"gorx1":  {"library loop, GOMAXPROCS=1", "library loop, GOMAXPROCS=1"},
 }
 
 func receiverName(recv string, on bool) string {
@@ -108,7 +109,7 @@ func printSingle(c *config, rs results) {
 		for _, recv := range c.receivers {
 			r := summarize(rs[key(mode, "/", recv)])
 			allocs := "n/a"
-			if r.allocs >= 0 && recv == "gorx" {
+			if r.allocs >= 0 && strings.HasPrefix(recv, "gorx") {
 				allocs = fmt.Sprintf("%.0f over %.0f", r.allocs, r.steadyRc)
 			}
 			dnFrag := "n/a"
