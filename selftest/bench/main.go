@@ -50,6 +50,7 @@ type config struct {
 	modes, receivers                 []string
 	scale                            [][2]int // flows, queues
 	scaleReceivers, mixedReceivers   []string
+	geom2Receivers                   []string
 	rrTime                           time.Duration
 	req, resp                        int
 	port                             int
@@ -87,7 +88,7 @@ func (g *geomFlags) Set(s string) error {
 
 func run() error {
 	var c config
-	var modes, receivers, scale, scaleRecv, mixedRecv string
+	var modes, receivers, geom2Recv, scale, scaleRecv, mixedRecv string
 	var geoms geomFlags
 	flag.StringVar(&c.ours, "ours", "bin/ncdevmem", "our cmd/ncdevmem binary")
 	flag.StringVar(&c.theirs, "theirs", os.Getenv("DEVMEM_C_NCDEVMEM"), "the kernel's C ncdevmem binary")
@@ -97,7 +98,8 @@ func run() error {
 	flag.Int64Var(&c.size, "size", 512<<20, "bytes per transfer")
 	flag.IntVar(&c.runs, "runs", 3, "runs per receiver and mode")
 	flag.StringVar(&modes, "modes", "on,off", "validation modes: on (every byte checked: -v 7), off (payload not looked at; the tools write it to /dev/null)")
-	flag.StringVar(&receivers, "receivers", "tcp,fastrx,C,ours,gorx", "receivers of the single-flow table")
+	flag.StringVar(&receivers, "receivers", "tcp,fastrx,C,ours,gorx,gorx1", "receivers of the single-flow table")
+	flag.StringVar(&geom2Recv, "geom2-receivers", "fastrx,C,ours,gorx", "receivers of the single-flow table on the other geometries (plain TCP does not depend on the devmem frag geometry)")
 	flag.StringVar(&scale, "scale", "1x1,2x1,4x1,8x1,1x2,2x2,4x2,8x2,1x4,2x4,4x4,8x4", "scaling matrix: FLOWSxQUEUES, validation on; empty: none")
 	flag.StringVar(&scaleRecv, "scale-receivers", "fastrx,gorx", "receivers of the scaling matrix")
 	flag.Int64Var(&c.scaleSize, "scale-size", 0, "bytes per scaling transfer, over all flows (0: min(size/4, 128 MiB))")
@@ -110,16 +112,14 @@ func run() error {
 	flag.BoolVar(&c.keepLogs, "v", false, "print each receiver's stderr tail")
 	flag.StringVar(&c.perf, "perf", "", "run each receiver under this perf binary (perf record -e cpu-clock) and print the top of its profile; the timings then include perf")
 	flag.StringVar(&c.perfSystem, "perf-system", "", "record every CPU of the VM with this perf binary during each transfer and print the top of the profile")
-	flag.Var(&geoms, "geom", "LABEL:KNOB=V,KNOB=V: a frag geometry of the simulated NIC (netdevsim debugfs knobs); repeatable, the first is primary (scaling and mixed run on it); none: the NIC's default")
+	flag.Var(&geoms, "geom", "LABEL:KNOB=V,KNOB=V: a frag geometry of the simulated NIC (netdevsim debugfs knobs); repeatable, the first is primary (scaling and mixed run on it); none: hw-like and packet-per-niov where the kernel has devmem_rx_buf_per_pkt, else the NIC as booted")
 	flag.Parse()
 	c.modes = splitList(modes)
 	c.receivers = splitList(receivers)
 	c.scaleReceivers = splitList(scaleRecv)
 	c.mixedReceivers = splitList(mixedRecv)
 	c.geoms = geoms
-	if len(c.geoms) == 0 {
-		c.geoms = []geometry{{label: "default"}}
-	}
+	c.geom2Receivers = splitList(geom2Recv)
 	if c.scaleSize == 0 {
 		c.scaleSize = min(c.size/4, 128<<20)
 	}
@@ -145,6 +145,9 @@ func run() error {
 	if slices.Contains(c.receivers, "C") && (c.theirs == "" || c.shim == "") {
 		return errors.New("-theirs and -shim are required for receiver C (run.sh passes them)")
 	}
+	if len(c.geoms) == 0 {
+		c.geoms = defaultGeometries()
+	}
 	ns, err := openNICSetup(topo)
 	if err != nil {
 		return fmt.Errorf("NIC setup: %w", err)
@@ -162,12 +165,16 @@ func run() error {
 			return err
 		}
 		fmt.Printf("\n## geometry %s %s\n\n", g.label, describeKnobs(g))
-		single, err := b.single()
+		recvs := c.receivers
+		if gi > 0 {
+			recvs = c.geom2Receivers
+		}
+		single, err := b.single(recvs)
 		if err != nil {
 			restore()
 			return err
 		}
-		printSingle(&c, single)
+		printSingle(&c, recvs, single)
 		acc = append(acc, acceptance(&c, g.label, single)...)
 		if gi == 0 && len(c.scale) > 0 && len(c.scaleReceivers) > 0 {
 			sc, err := b.scaling()
@@ -212,6 +219,24 @@ func describeKnobs(g geometry) string {
 		s = append(s, kv[0]+"="+kv[1])
 	}
 	return "(" + strings.Join(s, " ") + ")"
+}
+
+// frameKnob is knic's netdevsim knob: 0 packs the MSS-sized packets of a
+// flow into 4K net_iovs one after the other (several frags per net_iov,
+// non-zero offsets, payloads crossing net_iov boundaries, like fbnic); 1
+// gives every packet a fresh net_iov at offset 0.
+const frameKnob = "devmem_rx_buf_per_pkt"
+
+// defaultGeometries: on a kernel with frameKnob, the hardware-like geometry
+// (primary) and the one-packet-per-net_iov one; else the NIC as booted.
+func defaultGeometries() []geometry {
+	if _, err := selftest.NsimKnob(frameKnob); err != nil {
+		return []geometry{{label: "default"}}
+	}
+	return []geometry{
+		{label: "hw-like", knobs: [][2]string{{frameKnob, "0"}}},
+		{label: "packet-per-niov", knobs: [][2]string{{frameKnob, "1"}}},
+	}
 }
 
 // setKnobs applies a geometry and returns what restores the old values.
@@ -267,11 +292,11 @@ type results map[string][]result
 
 func key(parts ...any) string { return fmt.Sprint(parts...) }
 
-func (b *bench) single() (results, error) {
+func (b *bench) single(receivers []string) (results, error) {
 	rs := results{}
 	for r := range b.c.runs {
 		for _, mode := range b.c.modes {
-			for _, recv := range b.c.receivers {
+			for _, recv := range receivers {
 				j := job{recv: recv, validate: mode == "on", flows: 1, queues: 1, size: b.c.size}
 				res, err := b.do(j)
 				if err != nil {

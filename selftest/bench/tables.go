@@ -96,7 +96,7 @@ func orNA(v float64, format string) string {
 	return fmt.Sprintf(format, v)
 }
 
-func printSingle(c *config, rs results) {
+func printSingle(c *config, receivers []string, rs results) {
 	fmt.Println()
 	fmt.Println("| validation | receiver | runs | MB/s | MB/s min–max | CPU s/GiB | VM CPU s/GiB | recvmsg/GiB | DONTNEED/GiB | DONTNEED/frag | frags/GiB | max tokens out | allocs (steady, over recvmsg) | MB/s ÷ fastrx | CPU/GiB ÷ fastrx |")
 	fmt.Println("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
@@ -106,7 +106,7 @@ func printSingle(c *config, rs results) {
 		if haveRef {
 			rr = summarize(ref)
 		}
-		for _, recv := range c.receivers {
+		for _, recv := range receivers {
 			r := summarize(rs[key(mode, "/", recv)])
 			allocs := "n/a"
 			if r.allocs >= 0 && strings.HasPrefix(recv, "gorx") {
