@@ -6,7 +6,7 @@
 # cmd/ncdevmem and the minimal library loop gorx) on the same transfers, in
 # one VM boot; prints the tables. Flags go to selftest/bench (main.go), e.g.
 #
-#   selftest/bench/run.sh                               # make bench: 512 MiB, 3 runs
+#   selftest/bench/run.sh                               # make bench: 128 MiB, 3 runs
 #   selftest/bench/run.sh -size 33554432 -runs 1        # CI's short form
 #
 # Kernel: $DEVMEM_KERNEL (bzImage or its directory), else the last line of
