@@ -413,7 +413,15 @@ func driveProfiled(c *config, topo *selftest.Topology, j job, port int) (result,
 	if err := rec.Start(); err != nil {
 		return result{}, err
 	}
-	time.Sleep(300 * time.Millisecond) // perf opens its events
+	// Start when perf has opened its events and its output (exec and
+	// setup take a while under TCG).
+	for i := 0; i < 100; i++ {
+		if _, err := os.Stat(data); err == nil {
+			break
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	time.Sleep(200 * time.Millisecond)
 	res, err := drive(topo, j, port)
 	rec.Process.Signal(os.Interrupt)
 	rec.Wait()

@@ -139,7 +139,18 @@ func readTextSummary(b []byte, res *result) error {
 func printProfile(perf, data, label string) {
 	sortBy := "dso,sym"
 	if strings.HasPrefix(label, "whole VM") {
-		sortBy = "comm,dso,sym" // which process: sender, receiver, softirq, idle
+		// Which process: sender (devmem-bench), receiver, softirqs
+		// (ksoftirqd, kworker), idle (swapper); then by symbol.
+		out, _ := exec.Command(perf, "report", "-i", data, "--stdio", "--no-children", "-g", "none",
+			"--sort", "comm", "--percent-limit", "2").CombinedOutput()
+		var byComm []string
+		for _, l := range strings.Split(string(out), "\n") {
+			if f := strings.Fields(l); len(f) == 2 && !strings.HasPrefix(l, "#") {
+				byComm = append(byComm, f[1]+" "+f[0])
+			}
+		}
+		fmt.Printf("--- by process: %s: %s\n", label, strings.Join(byComm, ", "))
+		sortBy = "comm,dso,sym"
 	}
 	out, err := exec.Command(perf, "report", "-i", data, "--stdio", "--no-children", "-g", "none",
 		"--sort", sortBy, "--percent-limit", "1").CombinedOutput()
