@@ -128,10 +128,17 @@ demo-c: $(VMEXEC)
 	@kernel="$(kernel_dir)" && [ -n "$$kernel" ] && \
 	$(VMEXEC) -kernel "$$kernel" -- /bin/sh $(abspath selftest/vmexec/demo_c_ncdevmem.sh)
 
-# Our ncdevmem against the kernel's C one in one boot (docs/PERFORMANCE.md).
+# Plain TCP, the optimized C devmem receiver, the kernel's C ncdevmem, our
+# cmd/ncdevmem and the library loop in one boot (docs/PERFORMANCE.md).
 # BENCH_FLAGS go to the in-VM driver, e.g. "-size 33554432 -runs 1" (CI).
 bench:
 	selftest/bench/run.sh $(BENCH_FLAGS)
+
+# Everything make bench needs, prebuilt, with the kernel and QEMU's .debs, in
+# BENCH_BUNDLE, for a machine without Go, gcc or apt: BENCH_BUNDLE/run.sh there.
+.PHONY: bench-bundle
+bench-bundle:
+	selftest/bench/run.sh --bundle $${BENCH_BUNDLE:?set BENCH_BUNDLE=dir}
 
 clean:
 	rm -rf $(BIN)
