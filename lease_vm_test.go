@@ -293,6 +293,28 @@ func TestVMLeaseRefusals(t *testing.T) {
 	}
 }
 
+// ip6Forwarded is the init netns's Ip6OutForwDatagrams: packets the host's
+// IPv6 stack forwarded. The pod's traffic must not be among them: the BPF
+// programs move it between eth0 and the netkit pair past the stack.
+func ip6Forwarded(t *testing.T) uint64 {
+	t.Helper()
+	b, err := os.ReadFile("/proc/net/snmp6")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if f := strings.Fields(line); len(f) == 2 && f[0] == "Ip6OutForwDatagrams" {
+			v, err := strconv.ParseUint(f[1], 10, 64)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return v
+		}
+	}
+	t.Fatal("no Ip6OutForwDatagrams in /proc/net/snmp6")
+	return 0
+}
+
 // podHelperResult is what a pod helper process reports on its last line.
 type podHelperResult struct {
 	Bytes, DMABufBytes, LinearBytes, ReadableBytes int64
@@ -385,6 +407,7 @@ func TestVMLeaseUserNSRX64MiB(t *testing.T) {
 	podSteer(t, nic, pod, port)
 	const total = 64 << 20
 	pkts := vmCounter(t, "devmem_rx_pkts")
+	fwd := ip6Forwarded(t)
 
 	h, ready := startPodHelper(t, pod, "rx",
 		"DEVMEM_POD_HELPER_PORT="+strconv.Itoa(int(port)),
@@ -432,6 +455,9 @@ func TestVMLeaseUserNSRX64MiB(t *testing.T) {
 	if got := vmCounter(t, "devmem_rx_pkts") - pkts; got == 0 {
 		t.Error("devmem_rx_pkts did not grow")
 	}
+	if n := ip6Forwarded(t) - fwd; n != 0 {
+		t.Errorf("the host's IPv6 stack forwarded %d packets: the pod's traffic did not take the BPF path", n)
+	}
 	// The user namespace is a real one, and cannot lease queues.
 	if strings.Fields(res.UIDMap)[2] == "4294967295" {
 		t.Errorf("helper ran in the init user namespace (uid_map %q)", res.UIDMap)
@@ -468,6 +494,7 @@ func TestVMLeaseBindTXFromPod(t *testing.T) {
 		got <- b
 	}()
 	const size = 4 << 20
+	fwd := ip6Forwarded(t)
 	h, _ := startPodHelper(t, pod, "tx",
 		"DEVMEM_POD_HELPER_ADDR="+ln.Addr().String(),
 		"DEVMEM_POD_HELPER_TOTAL="+strconv.Itoa(size))
@@ -486,6 +513,9 @@ func TestVMLeaseBindTXFromPod(t *testing.T) {
 			t.Fatalf("remote got %d bytes, want %d (equal length %v)", len(b), len(want), len(b) == len(want))
 		}
 		t.Logf("remote got %d bytes sent from device memory in the pod", len(b))
+		if n := ip6Forwarded(t) - fwd; n != 0 {
+			t.Errorf("the host's IPv6 stack forwarded %d packets: the pod's traffic did not take the BPF path", n)
+		}
 	case <-time.After(time.Minute):
 		t.Fatal("remote did not finish reading")
 	}
