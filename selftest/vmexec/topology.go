@@ -219,9 +219,10 @@ func onlyNetdev() (string, int, error) {
 // checkTCP connects from the peer to the host side and back, over both
 // address families, so a broken link fails here and not in some test.
 func checkTCP(peerNS *os.File) error {
-	// Generous: an overloaded host has made TCG guests this slow (a lost
-	// SYN is retried by TCP within the deadline).
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	// A healthy check takes milliseconds; the deadline only matters on an
+	// overloaded host, where a guest that needed minutes to boot also needs
+	// several SYN retransmits (1 s, 2 s, 4 s, ...) here. 10 s was too short.
+	ctx, cancel := context.WithTimeout(context.Background(), topologyCheckTimeout)
 	defer cancel()
 	var d net.Dialer
 	for _, pair := range [][2]string{{hostAddr4, peerAddr4}, {hostAddr6, peerAddr6}} {
@@ -259,6 +260,9 @@ func checkTCP(peerNS *os.File) error {
 	}
 	return nil
 }
+
+// topologyCheckTimeout bounds all four TCP checks together.
+const topologyCheckTimeout = 60 * time.Second
 
 func setLinkUp(name string) error {
 	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
