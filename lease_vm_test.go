@@ -797,7 +797,16 @@ func TestVMPodHelper(t *testing.T) {
 		fmt.Println("POD-READY")
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 		defer cancel()
-		d := net.Dialer{Control: BindToDeviceControl(pod.GuestIfName)}
+		// Devmem TX needs the socket bound to the device of the binding.
+		d := net.Dialer{Control: func(_, _ string, rc syscall.RawConn) error {
+			var serr error
+			if err := rc.Control(func(fd uintptr) {
+				serr = unix.SetsockoptString(int(fd), unix.SOL_SOCKET, unix.SO_BINDTODEVICE, pod.GuestIfName)
+			}); err != nil {
+				return err
+			}
+			return serr
+		}}
 		c, err := d.DialContext(ctx, "tcp6", os.Getenv("DEVMEM_POD_HELPER_ADDR"))
 		if err != nil {
 			t.Fatal(err)
