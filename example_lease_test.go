@@ -10,6 +10,7 @@ import (
 
 	"github.com/devmem-go/devmem"
 	"github.com/devmem-go/devmem/netns"
+	"github.com/devmem-go/devmem/nic"
 )
 
 // Devmem TCP inside a pod: the host leases an RX queue of its NIC to the
@@ -40,23 +41,26 @@ func ExampleNetdev_LeaseRXQueue() {
 	}
 	defer host.Close()
 
-	// Host: prepare the NIC as for any devmem receiver, keep other flows
-	// off the queue and steer the pod's flow to it.
-	nic, err := devmem.OpenNIC(physName)
+	// Host: prepare the NIC as for any devmem receiver (header split, RSS
+	// away from the queue, the pod's flow steered to it); Undo reverts
+	// exactly these changes once the pod is done.
+	n, err := nic.Open(physName)
 	if err != nil {
 		log.Fatal(err)
 	}
-	defer nic.Close()
-	if err := nic.SetTCPDataSplit(devmem.TCPDataSplitEnabled); err != nil {
+	defer n.Close()
+	setup, err := nic.NewSetup(n, nil)
+	if err != nil {
 		log.Fatal(err)
 	}
-	if err := nic.SetHDSThresh(0); err != nil {
+	defer setup.Undo()
+	if err := setup.EnableHeaderSplit(); err != nil {
 		log.Fatal(err)
 	}
-	if err := nic.SetRSSEqual(physQueue); err != nil {
+	if err := setup.SteerRSSAway(physQueue); err != nil {
 		log.Fatal(err)
 	}
-	if _, err := nic.AddFlowRule(devmem.FlowRule{Type: devmem.FlowTCP6, Dst: podAddr, DstPort: 5201, Queue: physQueue}); err != nil {
+	if _, err := setup.AddFlowRule(nic.FlowRule{Type: nic.FlowTCP6, Dst: podAddr, DstPort: 5201, Queue: physQueue}); err != nil {
 		log.Fatal(err)
 	}
 
@@ -80,7 +84,7 @@ func ExampleNetdev_LeaseRXQueue() {
 		}
 		defer nd.Close()
 		guestQueue, err = nd.LeaseRXQueue(guestIfindex, devmem.Lease{
-			Ifindex: nic.Index(),
+			Ifindex: n.Index(),
 			Queue:   physQueue,
 			NetnsID: hostID,
 		})
@@ -93,7 +97,7 @@ func ExampleNetdev_LeaseRXQueue() {
 	// Pod: bind a dma-buf to the leased queue (nk_guest's queue guestQueue)
 	// and listen on the pod's address. Both sockets stay in the pod's
 	// netns; they are used below from the ordinary goroutine.
-	buf, err := devmem.NewUDMABuf(32 << 20)
+	buf, err := devmem.NewUDMABuf(32<<20, nil)
 	if err != nil {
 		log.Fatal(err)
 	}
@@ -122,7 +126,7 @@ func ExampleNetdev_LeaseRXQueue() {
 	defer c.Close()
 
 	// Pod: receive, check each payload byte in place, return the tokens.
-	r, err := devmem.NewReceiver(c.(*net.TCPConn), &devmem.ReceiverConfig{DMABufIDs: []uint32{binding.ID()}})
+	r, err := devmem.NewReceiver(c.(*net.TCPConn), binding, nil)
 	if err != nil {
 		log.Fatal(err)
 	}

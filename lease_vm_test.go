@@ -23,6 +23,7 @@ import (
 	"time"
 
 	"github.com/devmem-go/devmem/netns"
+	"github.com/devmem-go/devmem/nic"
 	"github.com/devmem-go/devmem/selftest"
 	"golang.org/x/sys/unix"
 )
@@ -38,11 +39,29 @@ import (
 // from a rootless pod) runs in a child process: this test binary, started
 // by nsenter into the pod, in TestVMPodHelper.
 
-// podNIC prepares the host's port for devmem (header split, hds-thresh 0,
-// restored at cleanup) and builds a pod; the pod is torn down first.
-func podNIC(t *testing.T, opts *selftest.PodOptions) (*selftest.Topology, *NIC, *selftest.Pod) {
+// podNIC prepares the host's port for devmem with a nic.Setup (header
+// split on, hds-thresh 0; undone at cleanup, after the pod is gone: header
+// split cannot go off under a bound queue) and builds a pod.
+func podNIC(t *testing.T, opts *selftest.PodOptions) (*selftest.Topology, *nic.Setup, *selftest.Pod) {
 	t.Helper()
-	topo, nic := vmPrepareNIC(t)
+	topo := selftest.Require(t)
+	n, err := nic.Open(topo.IfName)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { n.Close() })
+	setup, err := nic.NewSetup(n, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := setup.Undo(); err != nil {
+			t.Errorf("undo the NIC setup: %v", err)
+		}
+	})
+	if err := setup.EnableHeaderSplit(); err != nil {
+		t.Fatal(err)
+	}
 	pod, err := selftest.NewPod(topo, opts)
 	if err != nil {
 		t.Fatal(err)
@@ -52,18 +71,18 @@ func podNIC(t *testing.T, opts *selftest.PodOptions) (*selftest.Topology, *NIC, 
 			t.Errorf("pod close: %v", err)
 		}
 	})
-	return topo, nic, pod
+	return topo, setup, pod
 }
 
 // podSteer sends the pod's flow on port to the leased physical queue and
 // everything else to the queues below it, as configure_nic and
 // set_flow_rule in devmem_lib.py do.
-func podSteer(t *testing.T, nic *NIC, pod *selftest.Pod, port uint16) {
+func podSteer(t *testing.T, setup *nic.Setup, pod *selftest.Pod, port uint16) {
 	t.Helper()
-	if err := nic.SetRSSEqual(pod.PhysQueue); err != nil {
+	if err := setup.SteerRSSAway(pod.PhysQueue); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := nic.AddFlowRule(FlowRule{Type: FlowTCP6, Dst: pod.Addr6, DstPort: port, Queue: pod.PhysQueue}); err != nil {
+	if _, err := setup.AddFlowRule(nic.FlowRule{Type: nic.FlowTCP6, Dst: pod.Addr6, DstPort: port, Queue: pod.PhysQueue}); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -203,7 +222,7 @@ func TestVMLeaseCreateGetTeardown(t *testing.T) {
 		t.Errorf("after deleting netkit: queue %d lease %+v dmabuf %d", phys, q.Lease, q.DMABuf)
 	}
 	// ...and the queue is the host's again.
-	buf, err := NewUDMABuf(1 << 20)
+	buf, err := NewUDMABuf(1<<20, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -234,7 +253,7 @@ func TestVMLeaseRefusals(t *testing.T) {
 	_, err = in.LeaseRXQueue(pod.GuestIfIndex, lease(2))
 	wantKernelError(t, "lease beyond netkit's num-rx-queues", err, unix.EINVAL, "netkit maximum queue limit reached")
 
-	buf, err := NewUDMABuf(1 << 20)
+	buf, err := NewUDMABuf(1<<20, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -291,6 +310,28 @@ func TestVMLeaseRefusals(t *testing.T) {
 	if q := physQueue(t, host, topo.IfIndex, pod.PhysQueue); q.Lease == nil || q.Lease.Queue != pod.Queue {
 		t.Errorf("lease after the refusals: %+v", q.Lease)
 	}
+}
+
+// ip6Forwarded is the init netns's Ip6OutForwDatagrams: packets the host's
+// IPv6 stack forwarded. The pod's traffic must not be among them: the BPF
+// programs move it between eth0 and the netkit pair past the stack.
+func ip6Forwarded(t *testing.T) uint64 {
+	t.Helper()
+	b, err := os.ReadFile("/proc/net/snmp6")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if f := strings.Fields(line); len(f) == 2 && f[0] == "Ip6OutForwDatagrams" {
+			v, err := strconv.ParseUint(f[1], 10, 64)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return v
+		}
+	}
+	t.Fatal("no Ip6OutForwDatagrams in /proc/net/snmp6")
+	return 0
 }
 
 // podHelperResult is what a pod helper process reports on its last line.
@@ -379,12 +420,13 @@ func (h *podHelper) wait(t *testing.T) podHelperResult {
 // process that is root only in the pod's own user namespace, and checks
 // every byte where the NIC wrote it.
 func TestVMLeaseUserNSRX64MiB(t *testing.T) {
-	topo, nic, pod := podNIC(t, &selftest.PodOptions{UserNS: true})
+	topo, setup, pod := podNIC(t, &selftest.PodOptions{UserNS: true})
 	host := hostNetdev(t)
 	port := vmPort()
-	podSteer(t, nic, pod, port)
+	podSteer(t, setup, pod, port)
 	const total = 64 << 20
 	pkts := vmCounter(t, "devmem_rx_pkts")
+	fwd := ip6Forwarded(t)
 
 	h, ready := startPodHelper(t, pod, "rx",
 		"DEVMEM_POD_HELPER_PORT="+strconv.Itoa(int(port)),
@@ -432,6 +474,9 @@ func TestVMLeaseUserNSRX64MiB(t *testing.T) {
 	if got := vmCounter(t, "devmem_rx_pkts") - pkts; got == 0 {
 		t.Error("devmem_rx_pkts did not grow")
 	}
+	if n := ip6Forwarded(t) - fwd; n != 0 {
+		t.Errorf("the host's IPv6 stack forwarded %d packets: the pod's traffic did not take the BPF path", n)
+	}
 	// The user namespace is a real one, and cannot lease queues.
 	if strings.Fields(res.UIDMap)[2] == "4294967295" {
 		t.Errorf("helper ran in the init user namespace (uid_map %q)", res.UIDMap)
@@ -468,6 +513,7 @@ func TestVMLeaseBindTXFromPod(t *testing.T) {
 		got <- b
 	}()
 	const size = 4 << 20
+	fwd := ip6Forwarded(t)
 	h, _ := startPodHelper(t, pod, "tx",
 		"DEVMEM_POD_HELPER_ADDR="+ln.Addr().String(),
 		"DEVMEM_POD_HELPER_TOTAL="+strconv.Itoa(size))
@@ -486,6 +532,9 @@ func TestVMLeaseBindTXFromPod(t *testing.T) {
 			t.Fatalf("remote got %d bytes, want %d (equal length %v)", len(b), len(want), len(b) == len(want))
 		}
 		t.Logf("remote got %d bytes sent from device memory in the pod", len(b))
+		if n := ip6Forwarded(t) - fwd; n != 0 {
+			t.Errorf("the host's IPv6 stack forwarded %d packets: the pod's traffic did not take the BPF path", n)
+		}
 	case <-time.After(time.Minute):
 		t.Fatal("remote did not finish reading")
 	}
@@ -525,7 +574,7 @@ func TestVMLeaseTeardown(t *testing.T) {
 	t.Run("netkit", func(t *testing.T) {
 		topo, _, pod := podNIC(t, nil)
 		host := hostNetdev(t)
-		buf, err := NewUDMABuf(1 << 20)
+		buf, err := NewUDMABuf(1<<20, nil)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -590,7 +639,7 @@ func TestVMLeaseTeardown(t *testing.T) {
 
 func podBindAgain(t *testing.T, pod *selftest.Pod, host *Netdev, topo *selftest.Topology) {
 	t.Helper()
-	buf, err := NewUDMABuf(1 << 20)
+	buf, err := NewUDMABuf(1<<20, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -611,7 +660,7 @@ func podBindAgain(t *testing.T, pod *selftest.Pod, host *Netdev, topo *selftest.
 
 func hostBindAgain(t *testing.T, host *Netdev, topo *selftest.Topology, queue int) {
 	t.Helper()
-	buf, err := NewUDMABuf(1 << 20)
+	buf, err := NewUDMABuf(1<<20, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -641,7 +690,7 @@ func hostBindAgain(t *testing.T, host *Netdev, topo *selftest.Topology, queue in
 // podNewReceiver is the one place the pod tests make a Receiver (the
 // receive API is changing; adapt here).
 func podNewReceiver(conn *net.TCPConn, b *Binding) (*Receiver, error) {
-	return NewReceiver(conn, &ReceiverConfig{DMABufIDs: []uint32{b.ID()}})
+	return NewReceiver(conn, b, nil)
 }
 
 // TestVMPodHelper is the pod's side of the tests above, run inside the pod
@@ -671,7 +720,7 @@ func TestVMPodHelper(t *testing.T) {
 	}
 	switch mode {
 	case "hold":
-		buf, err := NewUDMABuf(1 << 20)
+		buf, err := NewUDMABuf(1<<20, nil)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -697,7 +746,7 @@ func TestVMPodHelper(t *testing.T) {
 
 		total := int64(envInt("DEVMEM_POD_HELPER_TOTAL"))
 		x := &vmRX{}
-		if x.buf, err = NewUDMABuf(32 << 20); err != nil {
+		if x.buf, err = NewUDMABuf(32<<20, nil); err != nil {
 			t.Fatal(err)
 		}
 		if x.mem, err = x.buf.Map(); err != nil {
@@ -734,7 +783,7 @@ func TestVMPodHelper(t *testing.T) {
 		report()
 	case "tx":
 		total := envInt("DEVMEM_POD_HELPER_TOTAL")
-		buf, err := NewUDMABuf(int64(total))
+		buf, err := NewUDMABuf(int64(total), nil)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -748,12 +797,21 @@ func TestVMPodHelper(t *testing.T) {
 		fmt.Println("POD-READY")
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 		defer cancel()
-		d := net.Dialer{Control: BindToDeviceControl(pod.GuestIfName)}
+		// Devmem TX needs the socket bound to the device of the binding.
+		d := net.Dialer{Control: func(_, _ string, rc syscall.RawConn) error {
+			var serr error
+			if err := rc.Control(func(fd uintptr) {
+				serr = unix.SetsockoptString(int(fd), unix.SOL_SOCKET, unix.SO_BINDTODEVICE, pod.GuestIfName)
+			}); err != nil {
+				return err
+			}
+			return serr
+		}}
 		c, err := d.DialContext(ctx, "tcp6", os.Getenv("DEVMEM_POD_HELPER_ADDR"))
 		if err != nil {
 			t.Fatal(err)
 		}
-		s, err := NewSender(c.(*net.TCPConn), b.ID(), SenderConfig{})
+		s, err := NewSender(c.(*net.TCPConn), b, nil)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -769,10 +827,8 @@ func TestVMPodHelper(t *testing.T) {
 				t.Fatalf("completions: %v", err)
 			}
 		}
-		for _, cp := range comps {
-			if cp.Copied {
-				t.Errorf("device memory was copied: %+v", cp)
-			}
+		if len(comps) != len(res.Sent) {
+			t.Errorf("%d completions for %d sends", len(comps), len(res.Sent))
 		}
 		s.Close()
 		c.(*net.TCPConn).CloseWrite()
@@ -836,11 +892,11 @@ func ncdevmemPattern(n int) []byte {
 // the host, which set it up).
 func TestVMLeaseNcdevmem(t *testing.T) {
 	bin := podNcdevmem(t)
-	topo, nic, pod := podNIC(t, &selftest.PodOptions{UserNS: true})
+	topo, setup, pod := podNIC(t, &selftest.PodOptions{UserNS: true})
 
 	run := func(t *testing.T, payload []byte, wantOK bool) {
 		port := vmPort()
-		podSteer(t, nic, pod, port)
+		podSteer(t, setup, pod, port)
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 		defer cancel()
 		cmd := pod.Command(ctx, bin, "-l", "-f", pod.GuestIfName, "-s", pod.Addr6.String(), "-p", strconv.Itoa(int(port)),
