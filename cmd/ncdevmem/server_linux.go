@@ -24,7 +24,7 @@ func runServer(ctx context.Context, env *runEnv) (err error) {
 	undo := &undoStack{log: env.stderr}
 	defer func() { err = errors.Join(err, undo.run()) }()
 
-	nic, rxQueues, err := openNIC(o.IfName)
+	nic, rxQueues, err := openNIC(o)
 	if err != nil {
 		return err
 	}
@@ -36,20 +36,22 @@ func runServer(ctx context.Context, env *runEnv) (err error) {
 	}
 	queues := queueList(start, count)
 	env.sum.Queues = queues
-	env.logf("using %s of %s (%d RX queues)", describeQueues(queues), o.IfName, rxQueues)
+	env.logf("using %s of %s (%s)", describeQueues(queues), o.IfName, describeRXQueues(rxQueues))
 
+	// -n: no NIC configuration at all (not even recovering crashed runs):
+	// the caller did it, as the kernel's netkit tests do.
 	if !o.NoConfig {
-		state, err := snapshotNIC(nic, undo)
+		setup, err := newSetup(nic, undo)
 		if err != nil {
 			return err
 		}
-		if err := enableHeaderSplit(nic, state); err != nil {
+		if err := enableHeaderSplit(setup); err != nil {
 			return err
 		}
-		if err := steerRSSAway(nic, start); err != nil {
+		if err := steerRSSAway(setup, start); err != nil {
 			return err
 		}
-		if err := addFlowRule(env, nic, o.ServerIP, o.ClientIP, o.Port, start); err != nil {
+		if err := addFlowRule(env, setup, o.ServerIP, o.ClientIP, o.Port, start); err != nil {
 			return err
 		}
 	}
@@ -95,7 +97,7 @@ func runServer(ctx context.Context, env *runEnv) (err error) {
 func newBuffer(o *options) (*devmem.DMABuf, error) {
 	var cfg devmem.UDMABufConfig
 	cfg.Name = "ncdevmem"
-	if o.RXPageSize > pageSize {
+	if int64(o.RXPageSize) > int64(pageSize) {
 		cfg.HugePageSize = 2 << 20
 	}
 	buf, err := devmem.NewUDMABufConfig(o.BufSize, cfg)
@@ -164,7 +166,7 @@ func receive(ctx context.Context, env *runEnv, conn *net.TCPConn, id uint32, buf
 	releaser := &countingReleaser{rel: rx}
 	// Keep well below the number of buffers in the dma-buf, so held
 	// tokens never starve the queue.
-	threshold := max(1, min(1024, int(buf.Size()/pageSize/4)))
+	threshold := max(1, min(1024, int(buf.Size()/int64(pageSize)/4)))
 	batcher := devmem.NewTokenBatcher(releaser, &devmem.TokenBatcherConfig{Threshold: threshold})
 
 	var stats rxStats
@@ -275,7 +277,7 @@ func consumeFrags(env *runEnv, msg *devmem.Message, id uint32, mem []byte, check
 			}
 			payload = mem[f.Offset:end]
 			stats.frags.Add(1)
-			if f.Size%pageSize == 0 {
+			if f.Size%uint32(pageSize) == 0 {
 				sum.PageAlignedFrags++
 			}
 		default:
