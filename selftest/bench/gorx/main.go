@@ -148,6 +148,9 @@ func run(c *config, addr string, port, fd int) error {
 		}
 	}
 	allocs, steady, steadyCalls := st.allocCounts()
+	if os.Getenv("GORX_CPUPROFILE") != "" {
+		steady = "n/a" // the profile writer allocates in this process
+	}
 	fmt.Printf("bytes=%d recvmsg=%d frags=%d linear=%d readable=%d dontneed=%d tokens=%d max_outstanding=%d responses=%d mismatches=%d allocs=%d allocs_steady=%s recvmsg_steady=%d cpu_us=%d\n",
 		t.bytes, t.recvmsgs, t.frags, t.linear, t.readable, t.dontneed, t.tokens,
 		t.peak, t.responses, t.mismatches, allocs, steady, steadyCalls, cpu)
