@@ -150,6 +150,9 @@ func runJob(c *config, topo *selftest.Topology, ns *nicSetup, j job, port int) (
 	if kv["bytes"] != res.bytes {
 		return result{}, fmt.Errorf("%s received %d bytes of %d", j.recv, kv["bytes"], res.bytes)
 	}
+	if j.recv != "tcp" && kv["readable"] != 0 {
+		return result{}, fmt.Errorf("%s: %d bytes arrived readable, not in the dma-buf (steering)", j.recv, kv["readable"])
+	}
 	if kv["mismatches"] != 0 {
 		return result{}, fmt.Errorf("%s: %d mismatches", j.recv, kv["mismatches"])
 	}
