@@ -14,16 +14,19 @@ KERNEL_BUILD := selftest/kernel/build.sh
 
 # Debian packages: the kernel build (flex ... xz-utils), its C ncdevmem (YNL
 # needs python3-yaml/jsonschema), the VM (qemu) and what runs inside it
-# (ethtool, socat, iproute2).
+# (ethtool, socat, iproute2); make kselftest's BPF objects (clang, libbpf-dev
+# for bpf_helpers.h) and tools (bpftool; unshare from util-linux). Its newer
+# iproute2 and liburing come from selftest/kselftest/prepare.sh.
 DEB_PACKAGES := qemu-system-x86 flex bison libelf-dev libssl-dev bc cpio make gcc libc6-dev patch \
 	xz-utils perl ethtool socat iproute2 python3 python3-yaml python3-jsonschema \
-	debian-archive-keyring ca-certificates
+	debian-archive-keyring ca-certificates \
+	clang libbpf-dev bpftool util-linux
 
-.PHONY: all deps kernel unit vmtest test demo demo-c bench clean $(VMEXEC)
+.PHONY: all deps kernel unit vmtest kselftest test demo demo-c bench clean $(VMEXEC)
 
 all: test
 
-test: deps kernel unit vmtest
+test: deps kernel unit vmtest kselftest
 
 deps:
 	@missing=$$(for p in $(DEB_PACKAGES); do \
@@ -100,6 +103,16 @@ vmtest: $(VMEXEC)
 	DEVMEM_NCDEVMEM_BIN=$(BIN)/ncdevmem \
 	$(GO) test -tags vmtest -exec $(VMEXEC) -count=1 -p 1 -v $(VM_PACKAGES)
 
+# The kernel's own devmem/netkit/zcrx selftests (drivers/net/hw of the tree
+# the kernel was built from, unmodified) in one VM boot; see selftest/README.md.
+# One suite with one ncdevmem: make kselftest SUITES=devmem.py NCDEVMEM=c|go|PATH
+SUITES ?=
+NCDEVMEM ?=
+kselftest: $(VMEXEC)
+	@kernel="$(kernel_dir)" && [ -n "$$kernel" ] && \
+	DEVMEM_KERNEL="$$kernel" VMEXEC=$(VMEXEC) SUITES="$(SUITES)" NCDEVMEM="$(NCDEVMEM)" \
+	selftest/kselftest/run.sh
+
 # Our cmd/ncdevmem receives a validated stream from the peer netns
 # (selftest/demo drives both ends inside the VM).
 demo: $(VMEXEC)
@@ -115,10 +128,17 @@ demo-c: $(VMEXEC)
 	@kernel="$(kernel_dir)" && [ -n "$$kernel" ] && \
 	$(VMEXEC) -kernel "$$kernel" -- /bin/sh $(abspath selftest/vmexec/demo_c_ncdevmem.sh)
 
-# Our ncdevmem against the kernel's C one in one boot (docs/PERFORMANCE.md).
+# Plain TCP, the optimized C devmem receiver, the kernel's C ncdevmem, our
+# cmd/ncdevmem and the library loop in one boot (docs/PERFORMANCE.md).
 # BENCH_FLAGS go to the in-VM driver, e.g. "-size 33554432 -runs 1" (CI).
 bench:
 	selftest/bench/run.sh $(BENCH_FLAGS)
+
+# Everything make bench needs, prebuilt, with the kernel and QEMU's .debs, in
+# BENCH_BUNDLE, for a machine without Go, gcc or apt: BENCH_BUNDLE/run.sh there.
+.PHONY: bench-bundle
+bench-bundle:
+	selftest/bench/run.sh --bundle $${BENCH_BUNDLE:?set BENCH_BUNDLE=dir}
 
 clean:
 	rm -rf $(BIN)

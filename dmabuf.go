@@ -3,6 +3,7 @@ package devmem
 import (
 	"errors"
 	"io"
+	"net"
 	"sync"
 )
 
@@ -14,16 +15,27 @@ import (
 // DMABuf implements io.ReaderAt and io.WriterAt through a CPU mapping of the
 // buffer, bracketing every access with DMA_BUF_IOCTL_SYNC so the exporter can
 // keep caches coherent with the device.
+//
+// A DMABuf is safe for concurrent use, Close included: Close waits for the
+// ReadAt, WriteAt, Sync and bind calls in progress, and everything after it
+// fails with an error matching net.ErrClosed. Only the slice returned by Map
+// is outside that protection (see Map).
 type DMABuf struct {
-	fd       int
+	fd       int // -1 once closed; changed only with life held for writing
 	size     int64
-	name     string
 	exporter string
 
-	mu       sync.Mutex
+	// life is read-held by every operation that uses fd or the mapping
+	// and write-held by Close, so Close never closes the fd or unmaps
+	// under an operation in progress (a reused fd number, or a copy into
+	// unmapped memory).
+	life   sync.RWMutex
+	closed bool // guarded by life
+
+	mu       sync.Mutex // guards the fields below, under life read-held
+	name     string
 	mem      []byte // mmap of the whole buffer, once Map was called
 	readOnly bool   // the mapping is PROT_READ only (the fd was not writable)
-	closed   bool
 }
 
 var (
@@ -32,9 +44,26 @@ var (
 	_ io.Closer   = &DMABuf{}
 )
 
-// FD returns the dma-buf file descriptor. It stays owned by the DMABuf; it is
-// -1 after Close.
-func (b *DMABuf) FD() int { return b.fd }
+// acquire read-holds b's lifetime and returns its fd, or fails with an error
+// matching net.ErrClosed. Every successful acquire needs a release.
+func (b *DMABuf) acquire(op string) (int, error) {
+	b.life.RLock()
+	if b.closed || b.fd < 0 {
+		b.life.RUnlock()
+		return -1, errDMABufClosed(op)
+	}
+	return b.fd, nil
+}
+
+func (b *DMABuf) release() { b.life.RUnlock() }
+
+// FD returns the dma-buf file descriptor. It stays owned by the DMABuf and is
+// -1 after Close; a number read before Close may name another file after it.
+func (b *DMABuf) FD() int {
+	b.life.RLock()
+	defer b.life.RUnlock()
+	return b.fd
+}
 
 // Size returns the size of the buffer in bytes.
 func (b *DMABuf) Size() int64 { return b.size }
@@ -70,23 +99,26 @@ func (b *DMABuf) SetName(name string) error {
 			return &Error{Op: "dma-buf set name", Errno: _EINVAL, Err: _EINVAL, Message: "name contains a NUL byte"}
 		}
 	}
+	fd, err := b.acquire("dma-buf set name")
+	if err != nil {
+		return err
+	}
+	defer b.release()
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	if b.closed {
-		return errDMABufClosed("dma-buf set name")
-	}
-	if err := b.setName(name); err != nil {
+	if err := setDMABufName(fd, name); err != nil {
 		return err
 	}
 	b.name = name
 	return nil
 }
 
-// Close unmaps the buffer and closes its file descriptor. Slices returned by
-// Map must not be used afterwards. Close is idempotent.
+// Close unmaps the buffer and closes its file descriptor, after waiting for
+// the ReadAt, WriteAt, Sync and bind calls in progress. Slices returned by Map
+// must not be used afterwards. Close is idempotent.
 func (b *DMABuf) Close() error {
-	b.mu.Lock()
-	defer b.mu.Unlock()
+	b.life.Lock()
+	defer b.life.Unlock()
 	if b.closed {
 		return nil
 	}
@@ -152,10 +184,12 @@ func (b *DMABuf) Sync(flags SyncFlags) error {
 	if err := flags.validate(); err != nil {
 		return err
 	}
-	if b.fd < 0 {
-		return errDMABufClosed("dma-buf sync")
+	fd, err := b.acquire("dma-buf sync")
+	if err != nil {
+		return err
 	}
-	return b.sync(flags)
+	defer b.release()
+	return dmabufSync(fd, flags)
 }
 
 // BeginCPUAccess starts a CPU access bracket in direction dir (SyncRead,
@@ -183,42 +217,61 @@ func (b *DMABuf) EndCPUAccess(dir SyncFlags) error {
 // mapping is made once and cached; Close unmaps it. Bracket accesses with
 // BeginCPUAccess/EndCPUAccess, or use ReadAt and WriteAt which do so.
 //
+// The slice is memory outside the Go heap and lives exactly until Close:
+// touching it after Close, or while Close runs in another goroutine, faults
+// (SIGSEGV), and Close cannot wait for such accesses as it does for ReadAt
+// and WriteAt. Close a DMABuf only once nothing uses its mapping, or use
+// ReadAt and WriteAt where accesses and Close may overlap.
+//
 // Not every exporter supports mmap (GPU memory usually does not); those
 // report an error wrapping the kernel's errno.
 func (b *DMABuf) Map() ([]byte, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	if b.closed {
-		return nil, errDMABufClosed("mmap dma-buf")
-	}
-	if b.mem != nil {
-		return b.mem, nil
-	}
-	if err := b.mmap(); err != nil {
+	fd, err := b.acquire("mmap dma-buf")
+	if err != nil {
 		return nil, err
 	}
-	return b.mem, nil
+	defer b.release()
+	mem, _, err := b.mapping(fd)
+	return mem, err
+}
+
+// mapping returns the mapping, making it on first use. The caller holds
+// b.life for reading.
+func (b *DMABuf) mapping(fd int) (mem []byte, readOnly bool, err error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.mem == nil {
+		if b.mem, b.readOnly, err = mmapDMABuf(fd, b.size, b.exporter); err != nil {
+			return nil, false, err
+		}
+	}
+	return b.mem, b.readOnly, nil
 }
 
 // ReadAt copies len(p) bytes at offset off out of the buffer, bracketed by
 // SyncStart|SyncRead and SyncEnd|SyncRead. Like any io.ReaderAt it returns
-// io.EOF when the buffer ends before p is full.
+// io.EOF when the buffer ends before p is full. Close waits for it.
 func (b *DMABuf) ReadAt(p []byte, off int64) (int, error) {
 	if off < 0 {
 		return 0, &Error{Op: "dma-buf read", Errno: _EINVAL, Err: _EINVAL, Message: "negative offset"}
 	}
-	mem, err := b.Map()
+	fd, err := b.acquire("dma-buf read")
+	if err != nil {
+		return 0, err
+	}
+	defer b.release()
+	mem, _, err := b.mapping(fd)
 	if err != nil {
 		return 0, err
 	}
 	if off >= int64(len(mem)) {
 		return 0, io.EOF
 	}
-	if err := b.Sync(SyncStart | SyncRead); err != nil {
+	if err := dmabufSync(fd, SyncStart|SyncRead); err != nil {
 		return 0, err
 	}
 	n := copy(p, mem[off:])
-	if err := b.Sync(SyncEnd | SyncRead); err != nil {
+	if err := dmabufSync(fd, SyncEnd|SyncRead); err != nil {
 		return n, err
 	}
 	if n < len(p) {
@@ -233,29 +286,31 @@ var ErrOutOfRange = errors.New("range exceeds the dma-buf")
 
 // WriteAt copies p into the buffer at offset off, bracketed by
 // SyncStart|SyncWrite and SyncEnd|SyncWrite. Bytes that do not fit are not
-// written and the error wraps ErrOutOfRange.
+// written and the error wraps ErrOutOfRange. Close waits for it.
 func (b *DMABuf) WriteAt(p []byte, off int64) (int, error) {
 	if off < 0 {
 		return 0, &Error{Op: "dma-buf write", Errno: _EINVAL, Err: _EINVAL, Message: "negative offset"}
 	}
-	mem, err := b.Map()
+	fd, err := b.acquire("dma-buf write")
 	if err != nil {
 		return 0, err
 	}
-	b.mu.Lock()
-	readOnly := b.readOnly
-	b.mu.Unlock()
+	defer b.release()
+	mem, readOnly, err := b.mapping(fd)
+	if err != nil {
+		return 0, err
+	}
 	if readOnly {
 		return 0, &Error{Op: "dma-buf write", Errno: _EBADF, Err: _EBADF, Message: "the dma-buf fd is read-only"}
 	}
 	if off > int64(len(mem)) {
 		return 0, &Error{Op: "dma-buf write", Err: ErrOutOfRange}
 	}
-	if err := b.Sync(SyncStart | SyncWrite); err != nil {
+	if err := dmabufSync(fd, SyncStart|SyncWrite); err != nil {
 		return 0, err
 	}
 	n := copy(mem[off:], p)
-	if err := b.Sync(SyncEnd | SyncWrite); err != nil {
+	if err := dmabufSync(fd, SyncEnd|SyncWrite); err != nil {
 		return n, err
 	}
 	if n < len(p) {
@@ -265,7 +320,7 @@ func (b *DMABuf) WriteAt(p []byte, off int64) (int, error) {
 	return n, nil
 }
 
-// UDMABufConfig tunes NewUDMABufConfig.
+// UDMABufConfig holds the options of NewUDMABuf.
 type UDMABufConfig struct {
 	// HugePageSize, when non-zero, backs the buffer with hugetlbfs pages of
 	// this size (a power of two, for example 2 MiB), as bind-rx with an
@@ -281,31 +336,33 @@ type UDMABufConfig struct {
 
 // NewUDMABuf allocates size bytes of system memory as a udmabuf: a memfd
 // sealed against shrinking, turned into a dma-buf by /dev/udmabuf. The size
-// is rounded up to a multiple of the page size; Size reports the result.
+// is rounded up to a multiple of the page size; Size reports the result. cfg
+// may be nil.
 //
-// Errors match os.ErrNotExist when /dev/udmabuf is missing (load the udmabuf
-// module or enable CONFIG_UDMABUF), os.ErrPermission when it is not
-// accessible, and explain the udmabuf size_limit_mb module parameter when the
-// size exceeds it.
-func NewUDMABuf(size int64) (*DMABuf, error) {
-	return NewUDMABufConfig(size, UDMABufConfig{})
-}
-
-// NewUDMABufConfig is NewUDMABuf with options.
-func NewUDMABufConfig(size int64, cfg UDMABufConfig) (*DMABuf, error) {
+// Sizes the kernel cannot serve are refused before it is asked, with EINVAL
+// (above the udmabuf size_limit_mb module parameter, with how to raise it, or
+// above the page count one udmabuf can describe) or ENOMEM (above the
+// machine's memory). Errors match os.ErrNotExist when /dev/udmabuf is missing
+// (load the udmabuf module or enable CONFIG_UDMABUF) and os.ErrPermission
+// when it is not accessible.
+func NewUDMABuf(size int64, cfg *UDMABufConfig) (*DMABuf, error) {
+	var c UDMABufConfig
+	if cfg != nil {
+		c = *cfg
+	}
 	if size <= 0 {
 		return nil, &Error{Op: "udmabuf create", Errno: _EINVAL, Err: _EINVAL,
 			Message: "size must be positive"}
 	}
-	if hp := cfg.HugePageSize; hp != 0 && (hp < 0 || hp&(hp-1) != 0) {
+	if hp := c.HugePageSize; hp != 0 && (hp < 0 || hp&(hp-1) != 0) {
 		return nil, &Error{Op: "udmabuf create", Errno: _EINVAL, Err: _EINVAL,
 			Message: "HugePageSize " + itoa(uint64(hp)) + " is not a power of two"}
 	}
-	if len(cfg.Name) > DMABufNameMax {
+	if len(c.Name) > DMABufNameMax {
 		return nil, &Error{Op: "udmabuf create", Errno: _EINVAL, Err: _EINVAL,
 			Message: "name longer than 31 bytes"}
 	}
-	return newUDMABuf(size, cfg)
+	return newUDMABuf(size, c)
 }
 
 // OpenDMABuf wraps an existing dma-buf file descriptor, for example one
@@ -329,6 +386,7 @@ func roundUp(n, align int64) (int64, bool) {
 	return r, r >= n
 }
 
+// errDMABufClosed is the error of every DMABuf operation after Close.
 func errDMABufClosed(op string) error {
-	return &Error{Op: op, Errno: _EBADF, Err: _EBADF, Message: "dma-buf is closed"}
+	return &Error{Op: op, Err: net.ErrClosed, Message: "dma-buf is closed"}
 }

@@ -67,6 +67,9 @@ func newUDMABuf(size int64, cfg UDMABufConfig) (*DMABuf, error) {
 	if !ok || (unsafe.Sizeof(uintptr(0)) == 4 && size > 1<<31) {
 		return nil, &Error{Op: op, Errno: unix.EINVAL, Err: unix.EINVAL, Message: "size too large"}
 	}
+	if err := checkUDMABufSize(size); err != nil {
+		return nil, err
+	}
 
 	// Open the device first: its absence is the common failure and the
 	// clearest to report.
@@ -106,7 +109,7 @@ func newUDMABuf(size int64, cfg UDMABufConfig) (*DMABuf, error) {
 		return nil, udmabufCreateError(errno, size, memfdFlags&unix.MFD_HUGETLB != 0)
 	}
 	b := &DMABuf{fd: int(r), size: size}
-	b.readFDInfo()
+	b.exporter, b.name = readDMABufFDInfo(b.fd)
 	if cfg.Name != "" {
 		if err := b.SetName(cfg.Name); err != nil {
 			b.Close()
@@ -128,16 +131,55 @@ func udmabufOpenError(err error) error {
 	return e
 }
 
+// udmabufMaxPages is the most pages one udmabuf can describe: the kernel
+// keeps two arrays of a pointer per page (init_udmabuf), and an allocation
+// above INT_MAX bytes fails with a WARN (kvmalloc) instead of an error.
+const udmabufMaxPages = (1<<31 - 1) / 8
+
+// totalRAM returns the machine's memory in bytes (a variable for tests).
+var totalRAM = func() (uint64, error) {
+	var si unix.Sysinfo_t
+	if err := unix.Sysinfo(&si); err != nil {
+		return 0, err
+	}
+	return uint64(si.Totalram) * uint64(si.Unit), nil
+}
+
+// checkUDMABufSize refuses, before the kernel sees them, sizes UDMABUF_CREATE
+// would refuse with a bare EINVAL (size_limit_mb), answer with a kernel WARN
+// (more pages than its page arrays can hold) or try to pin until the OOM
+// killer steps in (more than the machine's memory).
+func checkUDMABufSize(size int64) error {
+	const op = "udmabuf create"
+	if limit, err := udmabufSizeLimitMiB(); err == nil && limit >= 0 && size > limit<<20 {
+		return &Error{Op: op, Errno: unix.EINVAL, Err: unix.EINVAL, Message: sizeLimitMessage(size, limit)}
+	}
+	if pages := size / int64(unix.Getpagesize()); pages > udmabufMaxPages {
+		return &Error{Op: op, Errno: unix.EINVAL, Err: unix.EINVAL,
+			Message: "size " + itoa(uint64(size)) + " is " + itoa(uint64(pages)) + " pages; one udmabuf holds at most " +
+				itoa(udmabufMaxPages) + " (its page arrays are limited to INT_MAX bytes)"}
+	}
+	if ram, err := totalRAM(); err == nil && ram > 0 && uint64(size) > ram {
+		return &Error{Op: op, Errno: unix.ENOMEM, Err: unix.ENOMEM,
+			Message: "size " + itoa(uint64(size)) + " exceeds the machine's memory (" + itoa(ram) + " bytes); udmabuf pins every page"}
+	}
+	return nil
+}
+
+func sizeLimitMessage(size, limit int64) string {
+	need := (size + 1<<20 - 1) >> 20
+	return "udmabuf size_limit_mb is " + itoa(uint64(limit)) + " MiB; raise it (modprobe udmabuf size_limit_mb=" +
+		itoa(uint64(need)) + " / echo " + itoa(uint64(need)) + " > " + udmabufSizeLimitParam +
+		", or udmabuf.size_limit_mb=" + itoa(uint64(need)) + " on the command line when built in)"
+}
+
 func udmabufCreateError(errno unix.Errno, size int64, huge bool) error {
 	e := &Error{Op: "ioctl UDMABUF_CREATE", Errno: errno, Err: errno}
 	switch errno {
 	case unix.EINVAL:
 		limit, err := udmabufSizeLimitMiB()
 		if err == nil && size > limit<<20 {
-			need := (size + 1<<20 - 1) >> 20
-			e.Message = "udmabuf size_limit_mb is " + itoa(uint64(limit)) + " MiB; raise it (modprobe udmabuf size_limit_mb=" +
-				itoa(uint64(need)) + " / echo " + itoa(uint64(need)) + " > " + udmabufSizeLimitParam +
-				", or udmabuf.size_limit_mb=" + itoa(uint64(need)) + " on the command line when built in)"
+			e.Message = sizeLimitMessage(size, limit)
 		} else {
 			e.Message = "size " + itoa(uint64(size)) + " refused (not page-aligned, above size_limit_mb, or a memfd with write seals)"
 		}
@@ -183,22 +225,22 @@ func openDMABuf(fd int) (*DMABuf, error) {
 	// (it only supports offset 0 with SEEK_SET).
 	_, _ = unix.Seek(fd, 0, unix.SEEK_SET)
 	b := &DMABuf{fd: fd, size: size}
-	b.readFDInfo()
+	b.exporter, b.name = readDMABufFDInfo(fd)
 	return b, nil
 }
 
-// readFDInfo fills the exporter and name from /proc/self/fdinfo/<fd>:
+// readDMABufFDInfo reads the exporter and name from /proc/self/fdinfo/<fd>:
 //
 //	size:	4194304
 //	count:	1
 //	exp_name:	udmabuf
 //	name:	rx
-func (b *DMABuf) readFDInfo() {
-	raw, err := os.ReadFile("/proc/self/fdinfo/" + itoa(uint64(b.fd)))
+func readDMABufFDInfo(fd int) (exporter, name string) {
+	raw, err := os.ReadFile("/proc/self/fdinfo/" + itoa(uint64(fd)))
 	if err != nil {
-		return
+		return "", ""
 	}
-	b.exporter, b.name = parseDMABufFDInfo(raw)
+	return parseDMABufFDInfo(raw)
 }
 
 func parseDMABufFDInfo(raw []byte) (exporter, name string) {
@@ -219,21 +261,21 @@ func parseDMABufFDInfo(raw []byte) (exporter, name string) {
 	return exporter, name
 }
 
-func (b *DMABuf) setName(name string) error {
+func setDMABufName(fd int, name string) error {
 	p, err := unix.BytePtrFromString(name)
 	if err != nil {
 		return errnoError("dma-buf set name", err)
 	}
-	if _, errno := ioctlPtr(b.fd, _DMA_BUF_SET_NAME, unsafe.Pointer(p)); errno != 0 {
+	if _, errno := ioctlPtr(fd, _DMA_BUF_SET_NAME, unsafe.Pointer(p)); errno != 0 {
 		return &Error{Op: "ioctl DMA_BUF_SET_NAME", Errno: errno, Err: errno}
 	}
 	return nil
 }
 
-func (b *DMABuf) sync(flags SyncFlags) error {
+func dmabufSync(fd int, flags SyncFlags) error {
 	arg := dmaBufSync{Flags: uint64(flags)}
 	for {
-		_, errno := ioctlPtr(b.fd, _DMA_BUF_IOCTL_SYNC, unsafe.Pointer(&arg))
+		_, errno := ioctlPtr(fd, _DMA_BUF_IOCTL_SYNC, unsafe.Pointer(&arg))
 		switch errno {
 		case 0:
 			return nil
@@ -249,27 +291,27 @@ func (b *DMABuf) sync(flags SyncFlags) error {
 	}
 }
 
-func (b *DMABuf) mmap() error {
-	if b.size <= 0 || int64(int(b.size)) != b.size {
-		return &Error{Op: "mmap dma-buf", Errno: unix.EINVAL, Err: unix.EINVAL, Message: "size " + itoa(uint64(b.size)) + " cannot be mapped"}
+func mmapDMABuf(fd int, size int64, exporter string) (mem []byte, readOnly bool, err error) {
+	if size <= 0 || int64(int(size)) != size {
+		return nil, false, &Error{Op: "mmap dma-buf", Errno: unix.EINVAL, Err: unix.EINVAL, Message: "size " + itoa(uint64(size)) + " cannot be mapped"}
 	}
-	mem, err := unix.Mmap(b.fd, 0, int(b.size), unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED)
+	mem, err = unix.Mmap(fd, 0, int(size), unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED)
 	if errors.Is(err, unix.EACCES) {
 		// A read-only fd (an importer that only reads) still maps for reading.
-		mem, err = unix.Mmap(b.fd, 0, int(b.size), unix.PROT_READ, unix.MAP_SHARED)
-		b.readOnly = err == nil
+		mem, err = unix.Mmap(fd, 0, int(size), unix.PROT_READ, unix.MAP_SHARED)
+		readOnly = err == nil
 	}
 	if err != nil {
 		e := errnoError("mmap dma-buf", err).(*Error)
 		if e.Errno == unix.ENODEV || e.Errno == unix.EINVAL {
-			e.Message = "the exporter (" + b.exporter + ") does not support mmap"
+			e.Message = "the exporter (" + exporter + ") does not support mmap"
 		}
-		return e
+		return nil, false, e
 	}
-	b.mem = mem
-	return nil
+	return mem, readOnly, nil
 }
 
+// close unmaps and closes; the caller holds b.life for writing.
 func (b *DMABuf) close() error {
 	var errs []error
 	if b.mem != nil {

@@ -9,11 +9,15 @@ import (
 	"go/constant"
 	"go/parser"
 	"go/token"
+	"math/rand/v2"
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
+	"time"
 	"unsafe"
 
 	"golang.org/x/sys/unix"
@@ -29,7 +33,7 @@ func TestNewUDMABufMissingDevice(t *testing.T) {
 	udmabufDevice = filepath.Join(t.TempDir(), "udmabuf")
 	defer func() { udmabufDevice = old }()
 
-	b, err := NewUDMABuf(4 << 20)
+	b, err := NewUDMABuf(4<<20, nil)
 	if err == nil {
 		b.Close()
 		t.Fatal("NewUDMABuf succeeded without a device")
@@ -46,7 +50,7 @@ func TestNewUDMABufHostDevice(t *testing.T) {
 	if _, err := os.Stat("/dev/udmabuf"); err == nil {
 		t.Skip("/dev/udmabuf exists; the vmtest suite covers it")
 	}
-	_, err := NewUDMABuf(1)
+	_, err := NewUDMABuf(1, nil)
 	if !errors.Is(err, os.ErrNotExist) || !strings.Contains(err.Error(), "modprobe udmabuf") {
 		t.Fatalf("NewUDMABuf on a host without udmabuf: %v", err)
 	}
@@ -283,5 +287,81 @@ func TestIoctlNumbersPerArch(t *testing.T) {
 	if want := uint64(_DMA_BUF_SET_NAME_B); unsafe.Sizeof(uintptr(0)) == 4 && uint64(_DMA_BUF_SET_NAME) != _DMA_BUF_SET_NAME_A ||
 		unsafe.Sizeof(uintptr(0)) == 8 && uint64(_DMA_BUF_SET_NAME) != want {
 		t.Errorf("_DMA_BUF_SET_NAME = %#x on a %d-byte-pointer build", uint64(_DMA_BUF_SET_NAME), unsafe.Sizeof(uintptr(0)))
+	}
+}
+
+// TestDMABufCloseRaces runs every DMABuf method from several goroutines while
+// Close runs: under -race it flagged Sync reading the fd, and ReadAt/WriteAt
+// reading the mapping, without the lock Close writes them under. A memfd
+// stands in for the dma-buf (its syncs fail with ENOTTY; the VM test
+// TestVMDMABufCloseRaces copies through a real udmabuf). Every error is the
+// memfd's ENOTTY or matches net.ErrClosed.
+func TestDMABufCloseRaces(t *testing.T) {
+	for range 20 {
+		memfd, err := unix.MemfdCreate("buf", unix.MFD_CLOEXEC)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := unix.Ftruncate(memfd, 1<<16); err != nil {
+			t.Fatal(err)
+		}
+		b := &DMABuf{fd: memfd, size: 1 << 16}
+		if _, err := b.Map(); err != nil {
+			t.Fatal(err)
+		}
+		ok := func(err error) bool {
+			return err == nil || errors.Is(err, net.ErrClosed) || errors.Is(err, unix.ENOTTY)
+		}
+		errs := make(chan error, 64)
+		var wg sync.WaitGroup
+		start := make(chan struct{})
+		for g := range 6 {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				<-start
+				p := make([]byte, 512)
+				for i := 0; i < 200; i++ {
+					var err error
+					switch (g + i) % 6 {
+					case 0:
+						err = b.Sync(SyncStart | SyncRead)
+					case 1:
+						_, err = b.ReadAt(p, int64(i*64))
+					case 2:
+						_, err = b.WriteAt(p, int64(i*64))
+					case 3:
+						_, err = b.Map()
+					case 4:
+						err = b.SetName("x")
+						_ = b.Name()
+					case 5:
+						_ = b.FD()
+						err = b.EndCPUAccess(SyncWrite)
+					}
+					if !ok(err) {
+						errs <- err
+						return
+					}
+				}
+			}()
+		}
+		close(start)
+		time.Sleep(time.Duration(rand.IntN(200)) * time.Microsecond)
+		if err := b.Close(); err != nil {
+			t.Fatal(err)
+		}
+		wg.Wait()
+		close(errs)
+		for err := range errs {
+			t.Errorf("during Close: %v", err)
+		}
+		if _, err := unix.FcntlInt(uintptr(memfd), unix.F_GETFD, 0); !errors.Is(err, unix.EBADF) {
+			// The number may have been reused by another test's fd;
+			// only a still-open memfd of ours would be a leak.
+			if l, _ := os.Readlink("/proc/self/fd/" + itoa(uint64(memfd))); strings.Contains(l, "memfd:buf") {
+				t.Errorf("fd %d still open after Close: %s", memfd, l)
+			}
+		}
 	}
 }

@@ -12,11 +12,13 @@ func openDMABuf(fd int) (*DMABuf, error) {
 	return nil, unsupportedOnOS("open dma-buf")
 }
 
-func (b *DMABuf) setName(name string) error { return unsupportedOnOS("dma-buf set name") }
+func setDMABufName(fd int, name string) error { return unsupportedOnOS("dma-buf set name") }
 
-func (b *DMABuf) sync(flags SyncFlags) error { return unsupportedOnOS("dma-buf sync") }
+func dmabufSync(fd int, flags SyncFlags) error { return unsupportedOnOS("dma-buf sync") }
 
-func (b *DMABuf) mmap() error { return unsupportedOnOS("mmap dma-buf") }
+func mmapDMABuf(fd int, size int64, exporter string) ([]byte, bool, error) {
+	return nil, false, unsupportedOnOS("mmap dma-buf")
+}
 
 func (b *DMABuf) close() error { return nil }
 

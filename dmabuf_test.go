@@ -2,7 +2,7 @@ package devmem
 
 import (
 	"errors"
-	"io"
+	"net"
 	"strings"
 	"testing"
 )
@@ -51,8 +51,8 @@ func TestSyncRejectsBeforeKernel(t *testing.T) {
 	if err := b.EndCPUAccess(SyncStart); err == nil {
 		t.Fatal("EndCPUAccess accepted no direction")
 	}
-	if err := b.Sync(SyncStart | SyncRead); !errors.Is(err, _EBADF) {
-		t.Fatalf("Sync on a closed buffer = %v, want EBADF", err)
+	if err := b.Sync(SyncStart | SyncRead); !errors.Is(err, net.ErrClosed) {
+		t.Fatalf("Sync on a closed buffer = %v, want net.ErrClosed", err)
 	}
 }
 
@@ -90,20 +90,20 @@ func TestRoundUp(t *testing.T) {
 	}
 }
 
-func TestNewUDMABufConfigValidation(t *testing.T) {
+func TestNewUDMABufValidation(t *testing.T) {
 	for _, tt := range []struct {
 		name string
 		size int64
-		cfg  UDMABufConfig
+		cfg  *UDMABufConfig
 	}{
-		{"zero size", 0, UDMABufConfig{}},
-		{"negative size", -4096, UDMABufConfig{}},
-		{"hugepage not a power of two", 4 << 20, UDMABufConfig{HugePageSize: 3 << 20}},
-		{"negative hugepage", 4 << 20, UDMABufConfig{HugePageSize: -1}},
-		{"long name", 4 << 20, UDMABufConfig{Name: strings.Repeat("x", 32)}},
+		{"zero size", 0, nil},
+		{"negative size", -4096, &UDMABufConfig{}},
+		{"hugepage not a power of two", 4 << 20, &UDMABufConfig{HugePageSize: 3 << 20}},
+		{"negative hugepage", 4 << 20, &UDMABufConfig{HugePageSize: -1}},
+		{"long name", 4 << 20, &UDMABufConfig{Name: strings.Repeat("x", 32)}},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
-			b, err := NewUDMABufConfig(tt.size, tt.cfg)
+			b, err := NewUDMABuf(tt.size, tt.cfg)
 			if err == nil {
 				b.Close()
 				t.Fatal("no error")
@@ -127,14 +127,20 @@ func TestSetNameValidation(t *testing.T) {
 
 func TestDMABufClosedAccess(t *testing.T) {
 	b := &DMABuf{fd: -1, size: 4096, closed: true}
-	if _, err := b.Map(); !errors.Is(err, _EBADF) {
+	if _, err := b.Map(); !errors.Is(err, net.ErrClosed) {
 		t.Errorf("Map after Close: %v", err)
 	}
-	if _, err := b.ReadAt(make([]byte, 1), 0); err == nil || err == io.EOF {
+	if _, err := b.ReadAt(make([]byte, 1), 0); !errors.Is(err, net.ErrClosed) {
 		t.Errorf("ReadAt after Close: %v", err)
 	}
-	if _, err := b.WriteAt(make([]byte, 1), 0); err == nil {
-		t.Error("WriteAt after Close succeeded")
+	if _, err := b.WriteAt(make([]byte, 1), 0); !errors.Is(err, net.ErrClosed) {
+		t.Errorf("WriteAt after Close: %v", err)
+	}
+	if err := b.SetName("x"); !errors.Is(err, net.ErrClosed) {
+		t.Errorf("SetName after Close: %v", err)
+	}
+	if _, err := BindTX(1, b); !errors.Is(err, net.ErrClosed) {
+		t.Errorf("BindTX of a closed buffer: %v", err)
 	}
 	if err := b.Close(); err != nil {
 		t.Errorf("second Close: %v", err)

@@ -5,10 +5,13 @@ package devmem_test
 import (
 	"bytes"
 	"errors"
+	"net"
 	"os"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
+	"time"
 
 	"github.com/devmem-go/devmem"
 	"github.com/devmem-go/devmem/selftest"
@@ -34,7 +37,7 @@ func TestVMUDMABuf(t *testing.T) {
 	}
 
 	const size = 4 << 20
-	buf, err := devmem.NewUDMABuf(size)
+	buf, err := devmem.NewUDMABuf(size, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -146,7 +149,7 @@ func TestVMUDMABuf(t *testing.T) {
 func TestVMUDMABufRoundsToPages(t *testing.T) {
 	selftest.Require(t)
 	page := int64(os.Getpagesize())
-	buf, err := devmem.NewUDMABuf(3*page + 1)
+	buf, err := devmem.NewUDMABuf(3*page+1, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -156,27 +159,124 @@ func TestVMUDMABufRoundsToPages(t *testing.T) {
 	}
 }
 
+// TestVMUDMABufSizeLimit lowers the udmabuf size_limit_mb module parameter
+// and asks for more: the error says what the limit is and how to raise it,
+// and the kernel is not asked.
 func TestVMUDMABufSizeLimit(t *testing.T) {
 	selftest.Require(t)
-	raw, err := os.ReadFile("/sys/module/udmabuf/parameters/size_limit_mb")
+	const param = "/sys/module/udmabuf/parameters/size_limit_mb"
+	raw, err := os.ReadFile(param)
 	if err != nil {
 		t.Skip(err)
 	}
-	limit, err := strconv.ParseInt(strings.TrimSpace(string(raw)), 10, 64)
-	if err != nil || limit > 1<<20 {
-		t.Skipf("size_limit_mb %q is too large to exceed", raw)
+	t.Cleanup(func() {
+		if err := os.WriteFile(param, raw, 0o644); err != nil {
+			t.Errorf("restore size_limit_mb: %v", err)
+		}
+	})
+	const limit = 16
+	if err := os.WriteFile(param, []byte(strconv.Itoa(limit)), 0o644); err != nil {
+		t.Skip(err)
 	}
 	before, _ := selftest.OpenFDs()
-	_, err = devmem.NewUDMABuf((limit + 1) << 20)
+	_, err = devmem.NewUDMABuf((limit+1)<<20, nil)
 	if err == nil {
 		t.Fatal("a buffer above size_limit_mb was created")
 	}
-	want := "udmabuf size_limit_mb is " + strconv.FormatInt(limit, 10) + " MiB"
-	if !errors.Is(err, unix.EINVAL) || !strings.Contains(err.Error(), want) || !strings.Contains(err.Error(), "size_limit_mb="+strconv.FormatInt(limit+1, 10)) {
+	want := "udmabuf size_limit_mb is " + strconv.Itoa(limit) + " MiB"
+	if !errors.Is(err, unix.EINVAL) || !strings.Contains(err.Error(), want) || !strings.Contains(err.Error(), "size_limit_mb="+strconv.Itoa(limit+1)) {
 		t.Errorf("error %q does not explain the limit (%q)", err, want)
 	}
 	if after, _ := selftest.OpenFDs(); after != before {
 		t.Errorf("failed create leaked fds: %d -> %d", before, after)
+	}
+	// At the limit it works.
+	buf, err := devmem.NewUDMABuf(limit<<20, nil)
+	if err != nil {
+		t.Fatalf("a buffer of size_limit_mb: %v", err)
+	}
+	buf.Close()
+}
+
+// TestVMUDMABufHuge asks for sizes below the default size_limit_mb (INT_MAX
+// MiB) that the kernel cannot serve: 1 PiB made kvmalloc WARN (the run fails
+// on any kernel WARN). They are refused before the kernel with a clear error.
+func TestVMUDMABufHuge(t *testing.T) {
+	selftest.Require(t)
+	for _, size := range []int64{1 << 50, 1 << 42, 64 << 30} {
+		buf, err := devmem.NewUDMABuf(size, nil)
+		if err == nil {
+			buf.Close()
+			t.Errorf("NewUDMABuf(%d) succeeded in a VM of %s", size, "2 GiB")
+			continue
+		}
+		if !errors.Is(err, unix.ENOMEM) && !errors.Is(err, unix.EINVAL) || !strings.Contains(err.Error(), "size") {
+			t.Errorf("NewUDMABuf(%d): %v", size, err)
+		}
+		t.Logf("NewUDMABuf(%d): %v", size, err)
+	}
+}
+
+// TestVMDMABufCloseRaces closes a mapped udmabuf while goroutines copy
+// through ReadAt and WriteAt and sync it: run with -race. The copies used to
+// run outside the lock Close unmaps under (a fault, or a race report), and
+// Sync read the fd unlocked (an ioctl on a reused fd number). Every call
+// either completes with the right bytes or fails matching net.ErrClosed.
+func TestVMDMABufCloseRaces(t *testing.T) {
+	selftest.Require(t)
+	const size = 1 << 20
+	src := pattern(64<<10, 3)
+	for round := range 20 {
+		buf, err := devmem.NewUDMABuf(size, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for off := int64(0); off < size; off += int64(len(src)) {
+			if _, err := buf.WriteAt(src, off); err != nil {
+				t.Fatal(err)
+			}
+		}
+		errs := make(chan error, 16)
+		var wg sync.WaitGroup
+		for g := range 4 {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				p := make([]byte, len(src))
+				for i := 0; ; i++ {
+					off := int64((g*7+i)%16) * int64(len(src))
+					var err error
+					switch (g + i) % 3 {
+					case 0:
+						_, err = buf.ReadAt(p, off)
+						if err == nil && !bytes.Equal(p, src) {
+							err = errors.New("ReadAt returned other bytes")
+						}
+					case 1:
+						_, err = buf.WriteAt(src, off)
+					case 2:
+						if err = buf.Sync(devmem.SyncStart | devmem.SyncRW); err == nil {
+							err = buf.Sync(devmem.SyncEnd | devmem.SyncRW)
+						}
+					}
+					if err != nil {
+						if !errors.Is(err, net.ErrClosed) {
+							errs <- err
+						}
+						return
+					}
+				}
+			}()
+		}
+		time.Sleep(time.Duration(1+round%5) * time.Millisecond)
+		if err := buf.Close(); err != nil {
+			t.Fatal(err)
+		}
+		wg.Wait()
+		close(errs)
+		for err := range errs {
+			t.Errorf("round %d: %v", round, err)
+		}
 	}
 }
 
@@ -189,7 +289,7 @@ func TestVMUDMABufHugePages(t *testing.T) {
 	if free, _ := strconv.Atoi(strings.TrimSpace(string(raw))); free < 2 {
 		t.Skip("fewer than two free 2 MiB hugepages")
 	}
-	buf, err := devmem.NewUDMABufConfig(3<<20, devmem.UDMABufConfig{HugePageSize: 2 << 20, Name: "huge"})
+	buf, err := devmem.NewUDMABuf(3<<20, &devmem.UDMABufConfig{HugePageSize: 2 << 20, Name: "huge"})
 	if err != nil {
 		t.Fatal(err)
 	}

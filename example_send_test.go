@@ -20,7 +20,7 @@ func ExampleSender() {
 	}
 
 	// A udmabuf stands in for GPU memory here.
-	buf, err := devmem.NewUDMABuf(4 << 20)
+	buf, err := devmem.NewUDMABuf(4<<20, nil)
 	if err != nil {
 		log.Fatal(err)
 	}
@@ -40,7 +40,7 @@ func ExampleSender() {
 	}
 	defer conn.Close()
 
-	s, err := devmem.NewSender(conn.(*net.TCPConn), binding.ID(), devmem.SenderConfig{})
+	s, err := devmem.NewSender(conn.(*net.TCPConn), binding, nil)
 	if err != nil {
 		log.Fatal(err)
 	}

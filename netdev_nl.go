@@ -1,6 +1,10 @@
 package devmem
 
-import "sync"
+import (
+	"io"
+	"sync"
+	"sync/atomic"
+)
 
 // Direction is the direction of a queue or of a binding. The values are the
 // kernel's enum netdev_queue_type.
@@ -34,19 +38,31 @@ type BindRXOptions struct {
 }
 
 // A Binding is a dma-buf bound to a netdev for devmem TCP, by BindRX or
-// BindTX. The kernel ties the binding to the netlink socket that made it: the
-// Binding owns that socket (opened close-on-exec, so child processes do not
-// inherit it) and Close unbinds. There is no finalizer: a Binding that is
-// dropped without Close stays bound until the process exits.
+// BindTX. The kernel ties the binding to the netlink socket that made it and
+// unbinds when that socket is released. The Binding owns the socket as a bare
+// file descriptor (close-on-exec, so child processes do not inherit it) with
+// no finalizer, so its lifetime is exactly the one you give it: Close unbinds,
+// and a Binding dropped without Close stays bound until the process exits. A
+// garbage collection never unbinds, whether or not anything still refers to
+// the Binding (a Receiver or Sender keeps it reachable anyway).
+//
+// Why not a finalizer: the kernel keeps receiving into the dma-buf and
+// handing out tokens while it is bound, so an unbind must be an explicit
+// decision of the program, never the collector's. Why a bare fd rather than
+// keeping the netlink connection open: the connection wraps its fd in an
+// os.File, which closes itself when collected.
+//
+// A Binding is safe for concurrent use.
 type Binding struct {
 	id      uint32
 	ifindex int
 	queues  []int
 	dir     Direction
+	size    int64
 
+	closed atomic.Bool
 	mu     sync.Mutex
-	conn   interface{ Close() error }
-	closed bool
+	sock   io.Closer // the socket the kernel ties the binding to; nil after Close
 }
 
 // ID returns the kernel's id of the binding. It is the dmabuf_id of received
@@ -56,8 +72,8 @@ func (b *Binding) ID() uint32 { return b.id }
 // Ifindex returns the index of the bound netdev.
 func (b *Binding) Ifindex() int { return b.ifindex }
 
-// Queues returns the RX queues the dma-buf is bound to (nil for a TX
-// binding).
+// Queues returns the RX queues the dma-buf is bound to, in the order given to
+// BindRX (nil for a TX binding).
 func (b *Binding) Queues() []int {
 	if b.queues == nil {
 		return nil
@@ -68,18 +84,25 @@ func (b *Binding) Queues() []int {
 // Direction reports whether the binding is for receive or transmit.
 func (b *Binding) Direction() Direction { return b.dir }
 
+// Size returns the size in bytes of the bound dma-buf, as it was when bound.
+func (b *Binding) Size() int64 { return b.size }
+
+// Closed reports whether Close has been called.
+func (b *Binding) Closed() bool { return b.closed.Load() }
+
 // Close unbinds the dma-buf by closing the binding's netlink socket. The
 // kernel restarts RX queues without the dma-buf; tokens received earlier stay
-// valid until they are returned. Close is idempotent: later calls return nil.
+// valid until they are returned. Sends through a Sender of the binding fail
+// afterwards with an error matching net.ErrClosed. Close is idempotent: later
+// calls return nil.
 func (b *Binding) Close() error {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	if b.closed {
+	if b.closed.Swap(true) {
 		return nil
 	}
-	b.closed = true
-	c := b.conn
-	b.conn = nil
+	c := b.sock
+	b.sock = nil
 	if c == nil {
 		return nil
 	}
@@ -119,6 +142,10 @@ type Queue struct {
 	IOUring bool
 	// XSK is true when an AF_XDP socket uses the queue.
 	XSK bool
+	// Lease is, on a physical device's RX queue leased to a virtual device,
+	// the virtual queue holding it (Linux 7.1); nil otherwise. A leased
+	// virtual queue reports the physical queue's DMABuf, IOUring and XSK.
+	Lease *Lease
 }
 
 // PagePool is a kernel page pool (page-pool-get). A pool that serves a bound
@@ -221,41 +248,106 @@ func (q *QStats) Get(s QStat) (uint64, bool) {
 
 // BindRX binds buf to RX queues of the netdev with index ifindex
 // (bind-rx, Linux 6.12). It needs CAP_NET_ADMIN, tcp-data-split enabled and
-// hds-thresh 0 on the device (see NIC). opts may be nil.
+// hds-thresh 0 on the device (see NIC). queues must name at least one queue,
+// each once. opts may be nil.
 //
 // The returned Binding owns a new netlink socket; Close it to unbind. buf may
 // be closed once BindRX returns: the kernel holds its own reference.
 //
 // Kernel refusals are *Error values carrying the kernel's message; errors.Is
 // matches their errno (for example unix.EINVAL, unix.EEXIST for a queue that
-// is already bound), os.ErrPermission, os.ErrNotExist (no such device) and
-// ErrNotSupported (driver, or a kernel before 6.12).
+// is already bound), os.ErrPermission, os.ErrNotExist (no such device,
+// including ifindex 0) and ErrNotSupported (driver, or a kernel before 6.12).
+// What the kernel would refuse with a bare errno (no queues, a queue twice, a
+// negative queue) is refused here with EINVAL and a message saying why; a
+// closed buf is refused with an error matching net.ErrClosed.
 func BindRX(ifindex int, buf *DMABuf, queues []int, opts *BindRXOptions) (*Binding, error) {
-	if buf == nil {
-		return nil, &Error{Op: "bind-rx", Err: errNilDMABuf}
+	const op = "bind-rx"
+	if err := checkBindArgs(op, ifindex, buf); err != nil {
+		return nil, err
 	}
-	return bindRX(ifindex, buf.FD(), queues, opts)
+	if err := checkQueues(op, queues); err != nil {
+		return nil, err
+	}
+	fd, err := buf.acquire(op)
+	if err != nil {
+		return nil, err
+	}
+	defer buf.release()
+	b, err := bindRX(ifindex, fd, queues, opts)
+	if err != nil {
+		return nil, err
+	}
+	b.size = buf.Size()
+	return b, nil
 }
 
 // BindTX binds buf to the netdev with index ifindex for devmem transmit
 // (bind-tx, Linux 6.16; no privilege needed). Close the Binding to unbind.
 // Errors are as for BindRX.
 func BindTX(ifindex int, buf *DMABuf) (*Binding, error) {
-	if buf == nil {
-		return nil, &Error{Op: "bind-tx", Err: errNilDMABuf}
+	const op = "bind-tx"
+	if err := checkBindArgs(op, ifindex, buf); err != nil {
+		return nil, err
 	}
-	return bindTX(ifindex, buf.FD())
+	fd, err := buf.acquire(op)
+	if err != nil {
+		return nil, err
+	}
+	defer buf.release()
+	b, err := bindTX(ifindex, fd)
+	if err != nil {
+		return nil, err
+	}
+	b.size = buf.Size()
+	return b, nil
 }
 
-var errNilDMABuf = errorString("nil *DMABuf")
+// checkBindArgs refuses what the kernel refuses without saying why: ifindex 0
+// fails its policy with ERANGE, which reads as anything but "no such
+// device".
+func checkBindArgs(op string, ifindex int, buf *DMABuf) error {
+	if buf == nil {
+		return &Error{Op: op, Errno: _EINVAL, Err: _EINVAL, Message: "nil *DMABuf"}
+	}
+	if ifindex <= 0 || ifindex > 1<<31-1 {
+		return &Error{Op: op, Errno: _ENODEV, Err: _ENODEV,
+			Message: "ifindex " + itoaInt(ifindex) + " names no network device (ifindexes start at 1)"}
+	}
+	return nil
+}
 
-type errorString string
+// checkQueues refuses a queue list the kernel would refuse with a bare
+// EINVAL (none given) or accept oddly (a queue twice: bound once, reported
+// twice).
+func checkQueues(op string, queues []int) error {
+	if len(queues) == 0 {
+		return &Error{Op: op, Errno: _EINVAL, Err: _EINVAL, Message: "no queues given: name at least one RX queue to bind"}
+	}
+	for i, q := range queues {
+		if q < 0 || q > 1<<31-1 {
+			return &Error{Op: op, Errno: _EINVAL, Err: _EINVAL, Message: "queue " + itoaInt(q) + " is not a queue index"}
+		}
+		for _, p := range queues[:i] {
+			if p == q {
+				return &Error{Op: op, Errno: _EINVAL, Err: _EINVAL, Message: "queue " + itoaInt(q) + " is listed twice"}
+			}
+		}
+	}
+	return nil
+}
 
-func (e errorString) Error() string { return string(e) }
+// itoaInt formats a possibly negative int.
+func itoaInt(v int) string {
+	if v < 0 {
+		return "-" + itoa(uint64(-int64(v)))
+	}
+	return itoa(uint64(v))
+}
 
 // Netdev is a client of the netdev generic netlink family for queries. It is
-// not safe for concurrent use. Bindings made through it still own sockets of
-// their own.
+// not safe for concurrent use. Bind with the package functions BindRX and
+// BindTX: every binding owns a socket of its own.
 type Netdev struct {
 	c *netdevConn
 }
@@ -298,14 +390,7 @@ func (n *Netdev) QStats(ifindex int, perQueue bool) ([]QStats, error) {
 	return n.c.qstats(ifindex, perQueue)
 }
 
-// BindRX is the package function BindRX; the binding owns a socket of its
-// own, not n's.
-func (n *Netdev) BindRX(ifindex int, buf *DMABuf, queues []int, opts *BindRXOptions) (*Binding, error) {
-	return BindRX(ifindex, buf, queues, opts)
-}
+// errorString is a constant error text.
+type errorString string
 
-// BindTX is the package function BindTX; the binding owns a socket of its
-// own, not n's.
-func (n *Netdev) BindTX(ifindex int, buf *DMABuf) (*Binding, error) {
-	return BindTX(ifindex, buf)
-}
+func (e errorString) Error() string { return string(e) }

@@ -5,6 +5,7 @@ package devmem
 import (
 	"errors"
 	"fmt"
+	"io"
 	"syscall"
 
 	"github.com/mdlayher/genetlink"
@@ -331,6 +332,8 @@ func decodeQueue(b []byte) (Queue, error) {
 			q.IOUring = true
 		case _NETDEV_A_QUEUE_XSK:
 			q.XSK = true
+		case _NETDEV_A_QUEUE_LEASE:
+			q.Lease = decodeLease(ad) // lease_linux.go
 		}
 	})
 	if err != nil {
@@ -494,5 +497,56 @@ func bind(cmd uint8, ifindex, fd int, enc func(*netlink.AttributeEncoder), queue
 		n.close()
 		return nil, &Error{Op: info.op, Err: errors.New("kernel reply carries no binding id")}
 	}
-	return &Binding{id: id, ifindex: ifindex, queues: queues, dir: dir, conn: n.c}, nil
+	sock, err := holdBindingSocket(n.c)
+	if err != nil {
+		// Closing the connection unbinds what was just bound.
+		n.close()
+		return nil, &Error{Op: info.op, Err: err, Message: "keeping the binding's socket"}
+	}
+	return &Binding{id: id, ifindex: ifindex, queues: queues, dir: dir, sock: sock}, nil
+}
+
+// holdBindingSocket turns the connection a binding was made on into what the
+// Binding keeps: a duplicate of its file descriptor, as a bare fd with no
+// finalizer, after which the connection itself is closed. The duplicate
+// refers to the same socket, so the binding lives on until the Binding closes
+// it. The connection cannot be kept instead: mdlayher/socket wraps its fd in
+// an os.File, whose finalizer would close it (and unbind) once the Binding
+// is unreachable. Tests with a fake kernel, whose connections have no fd,
+// replace this.
+var holdBindingSocket = func(c genlConn) (io.Closer, error) {
+	sc, ok := c.(interface {
+		SyscallConn() (syscall.RawConn, error)
+	})
+	if !ok {
+		return nil, errors.New("netlink connection exposes no file descriptor")
+	}
+	rc, err := sc.SyscallConn()
+	if err != nil {
+		return nil, err
+	}
+	dup := -1
+	var derr error
+	if err := rc.Control(func(fd uintptr) {
+		dup, derr = unix.FcntlInt(fd, unix.F_DUPFD_CLOEXEC, 0)
+	}); err != nil {
+		return nil, err
+	}
+	if derr != nil {
+		return nil, errnoError("fcntl F_DUPFD_CLOEXEC", derr)
+	}
+	// The connection's own close no longer unbinds: dup holds the socket.
+	_ = c.Close()
+	return socketFD(dup), nil
+}
+
+// socketFD is a file descriptor closed only by Close: no os.File, no
+// finalizer.
+type socketFD int
+
+func (fd socketFD) Close() error {
+	if err := unix.Close(int(fd)); err != nil {
+		return errnoError("close", err)
+	}
+	return nil
 }

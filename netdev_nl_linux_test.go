@@ -5,9 +5,12 @@ package devmem
 import (
 	"encoding/binary"
 	"errors"
+	"io"
 	"os"
+	"runtime"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/google/go-cmp/cmp"
 	"github.com/mdlayher/genetlink"
@@ -42,7 +45,11 @@ func fakeKernel(t *testing.T, fam genetlink.Family, fn genltest.Func) *[]*counti
 		conns = append(conns, c)
 		return c, nil
 	}
-	t.Cleanup(func() { dialGenl = old })
+	// The fake connections have no fd to duplicate: the binding keeps
+	// them, so the tests can count their closes.
+	oldHold := holdBindingSocket
+	holdBindingSocket = func(c genlConn) (io.Closer, error) { return c, nil }
+	t.Cleanup(func() { dialGenl, holdBindingSocket = old, oldHold })
 	return &conns
 }
 
@@ -440,5 +447,184 @@ func TestDevice(t *testing.T) {
 	want := &Device{Ifindex: 3, XDPFeatures: 0x7f, XDPZeroCopyMaxSegs: 1, XDPRXMetadataFeatures: 3, XSKFeatures: 1}
 	if diff := cmp.Diff(want, d); diff != "" {
 		t.Errorf("(-want +got):\n%s", diff)
+	}
+}
+
+// realSocketFakeKernel is a real netlink socket (it has an fd, held in an
+// os.File as mdlayher/socket does) whose requests a fake kernel answers: the
+// binding code keeps the real socket exactly as it would one the kernel
+// bound.
+type realSocketFakeKernel struct {
+	*genetlink.Conn // the real socket
+	fake            *genetlink.Conn
+}
+
+func (c *realSocketFakeKernel) Execute(m genetlink.Message, family uint16, flags netlink.HeaderFlags) ([]genetlink.Message, error) {
+	return c.fake.Execute(m, family, flags)
+}
+
+func (c *realSocketFakeKernel) Close() error {
+	c.fake.Close()
+	return c.Conn.Close()
+}
+
+// countSockets counts the process's open socket fds.
+func countSockets(t *testing.T) int {
+	t.Helper()
+	entries, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for _, e := range entries {
+		if l, err := os.Readlink("/proc/self/fd/" + e.Name()); err == nil && strings.HasPrefix(l, "socket:") {
+			n++
+		}
+	}
+	return n
+}
+
+// collect runs the garbage collector and the finalizers it queues, several
+// times.
+func collect() {
+	for range 5 {
+		runtime.GC()
+		time.Sleep(10 * time.Millisecond) // finalizers run on their own goroutine
+	}
+}
+
+// TestBindingSurvivesGC: a Binding nobody refers to any more keeps its
+// socket (and so the kernel's binding) through garbage collections, until
+// Close. It failed when the Binding kept the netlink connection, whose
+// os.File closed the socket when collected.
+func TestBindingSurvivesGC(t *testing.T) {
+	old := dialGenl
+	dialGenl = func() (genlConn, error) {
+		real, err := genetlink.Dial(&netlink.Config{Strict: true})
+		if err != nil {
+			return nil, err
+		}
+		fake := genltest.Dial(genltest.ServeFamily(testNetdevFamily, func(greq genetlink.Message, _ netlink.Message) ([]genetlink.Message, error) {
+			return genlReply(greq.Header.Command, nlAttr(_NETDEV_A_DMABUF_ID, nlU32(3))), nil
+		}))
+		return &realSocketFakeKernel{Conn: real, fake: fake}, nil
+	}
+	t.Cleanup(func() { dialGenl = old })
+
+	before := countSockets(t)
+	ref := func() *Binding {
+		b, err := bindTX(1, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return b
+	}()
+	if n := countSockets(t); n != before+1 {
+		t.Fatalf("%d sockets with a binding, want %d", n, before+1)
+	}
+	// Drop every reference but a weak one (the kernel's view: does the
+	// socket survive while the Binding is unreachable).
+	id := ref.ID()
+	weak := weakPointer(ref)
+	ref = nil
+	collect()
+	if n := countSockets(t); n != before+1 {
+		t.Fatalf("binding %d: %d sockets after a GC, want %d: the collector unbound a dropped Binding", id, n, before+1)
+	}
+	if b := weak(); b != nil {
+		// Still reachable somehow; close through it to check Close.
+		if err := b.Close(); err != nil {
+			t.Fatal(err)
+		}
+		if n := countSockets(t); n != before {
+			t.Errorf("%d sockets after Close, want %d", n, before)
+		}
+	}
+
+	// And with a reference kept: Close releases the socket, once.
+	b, err := bindRX(1, 0, []int{0}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	collect()
+	if n := countSockets(t); n != before+1 && n != before+2 {
+		t.Fatalf("%d sockets with a binding", n)
+	}
+	n0 := countSockets(t)
+	if err := b.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if n := countSockets(t); n != n0-1 {
+		t.Errorf("%d sockets after Close, want %d", n, n0-1)
+	}
+	if !b.Closed() {
+		t.Error("Closed() = false after Close")
+	}
+}
+
+// TestBindArgsRefusedBeforeKernel: arguments the kernel refuses without
+// saying why (or accepts oddly) are refused here with a clear error, and the
+// kernel is never asked.
+func TestBindArgsRefusedBeforeKernel(t *testing.T) {
+	asked := 0
+	fakeKernel(t, testNetdevFamily, func(greq genetlink.Message, _ netlink.Message) ([]genetlink.Message, error) {
+		asked++
+		return genlReply(greq.Header.Command, nlAttr(_NETDEV_A_DMABUF_ID, nlU32(1))), nil
+	})
+	memfd, err := unix.MemfdCreate("buf", unix.MFD_CLOEXEC)
+	if err != nil {
+		t.Fatal(err)
+	}
+	buf := &DMABuf{fd: memfd, size: 4096}
+	defer buf.Close()
+	for _, tt := range []struct {
+		name    string
+		bind    func() (*Binding, error)
+		is      []error
+		message string
+	}{
+		{"rx no queues", func() (*Binding, error) { return BindRX(1, buf, nil, nil) }, []error{unix.EINVAL}, "no queues"},
+		{"rx empty queues", func() (*Binding, error) { return BindRX(1, buf, []int{}, nil) }, []error{unix.EINVAL}, "no queues"},
+		{"rx queue twice", func() (*Binding, error) { return BindRX(1, buf, []int{3, 3}, nil) }, []error{unix.EINVAL}, "queue 3 is listed twice"},
+		{"rx queue twice apart", func() (*Binding, error) { return BindRX(1, buf, []int{1, 2, 1}, nil) }, []error{unix.EINVAL}, "queue 1 is listed twice"},
+		{"rx negative queue", func() (*Binding, error) { return BindRX(1, buf, []int{-1}, nil) }, []error{unix.EINVAL}, "queue -1"},
+		{"rx ifindex 0", func() (*Binding, error) { return BindRX(0, buf, []int{0}, nil) }, []error{os.ErrNotExist, unix.ENODEV}, "ifindex 0"},
+		{"rx ifindex negative", func() (*Binding, error) { return BindRX(-2, buf, []int{0}, nil) }, []error{os.ErrNotExist}, "ifindex -2"},
+		{"tx ifindex 0", func() (*Binding, error) { return BindTX(0, buf) }, []error{os.ErrNotExist}, "ifindex 0"},
+		{"rx nil buf", func() (*Binding, error) { return BindRX(1, nil, []int{0}, nil) }, []error{unix.EINVAL}, "nil *DMABuf"},
+		{"tx nil buf", func() (*Binding, error) { return BindTX(1, nil) }, []error{unix.EINVAL}, "nil *DMABuf"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			b, err := tt.bind()
+			if b != nil {
+				b.Close()
+				t.Fatal("got a binding")
+			}
+			var e *Error
+			if !errors.As(err, &e) || !strings.Contains(err.Error(), tt.message) {
+				t.Fatalf("error %v, want an *Error saying %q", err, tt.message)
+			}
+			for _, target := range tt.is {
+				if !errors.Is(err, target) {
+					t.Errorf("errors.Is(%v, %v) = false", err, target)
+				}
+			}
+		})
+	}
+	if asked != 0 {
+		t.Errorf("the kernel was asked %d times", asked)
+	}
+	// Valid arguments do reach it, and the binding reports what it was
+	// given.
+	b, err := BindRX(1, buf, []int{2, 0}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	if asked != 1 || !cmp.Equal(b.Queues(), []int{2, 0}) || b.Size() != 4096 || b.Direction() != DirectionRX {
+		t.Errorf("asked %d, queues %v, size %d, direction %v", asked, b.Queues(), b.Size(), b.Direction())
 	}
 }

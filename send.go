@@ -4,15 +4,17 @@ import (
 	"context"
 	"encoding/binary"
 	"errors"
+	"net"
 	"os"
+	"reflect"
 	"sort"
 	"sync"
 	"syscall"
 	"time"
 )
 
-// SenderConfig tunes a Sender. The zero value sends each range with as few
-// sendmsg calls as the kernel allows.
+// SenderConfig tunes a Sender. The zero value (or a nil *SenderConfig) sends
+// each range with as few sendmsg calls as the kernel allows.
 type SenderConfig struct {
 	// ChunkSize, when positive, splits every range into iovecs of at most
 	// this many bytes (ncdevmem's -z). The kernel splits at page boundaries
@@ -33,16 +35,16 @@ const maxSendmsgBytes = 1 << 30
 
 // Completion reports that the kernel is done with the dma-buf range of one
 // Send: the device has read it and the range may be rewritten.
+//
+// (The kernel also flags zerocopy sends it fell back to copying,
+// SO_EE_CODE_ZEROCOPY_COPIED. It cannot copy device memory, so for a devmem
+// Sender the flag carries no information and is not reported.)
 type Completion struct {
 	// Seq is the value Send returned.
 	Seq uint32
 	// Offset and Length are the dma-buf range that was queued (Length is
 	// shorter than asked when Send failed part way, see PartialSendError).
 	Offset, Length int64
-	// Copied reports that the kernel fell back to copying for at least one
-	// of the sendmsg calls (SO_EE_CODE_ZEROCOPY_COPIED). It does not happen
-	// for device memory, which cannot be copied.
-	Copied bool
 }
 
 // PartialSendError is returned by Send when it queued part of a range and
@@ -73,16 +75,19 @@ var ErrSendsPending = errors.New("sends still waiting for zerocopy completion")
 //
 // The Sender must be the only MSG_ZEROCOPY user of the socket from the first
 // send on: the kernel numbers zerocopy sendmsg calls per socket and the
-// Sender relies on seeing all of them. Waiting (for buffer space or for
-// completions) goes through the Go poller and honours the connection's write
-// deadline; set it with SetWriteDeadline so context cancellation can restore
-// it. Waiting for completions takes the connection's write lock, so it waits
-// behind a Send blocked on a full send buffer.
+// Sender relies on seeing all of them.
 //
-// A Sender is safe for concurrent use; Sends are serialized.
+// A Sender is safe for concurrent use. Sends are serialized with each other
+// but not with the completion waits (WaitComplete, Completions, Flush): the
+// usual MSG_ZEROCOPY design, one goroutine sending and another reaping, runs
+// in parallel. Waits never touch the connection's read or write side (they
+// sleep on an epoll instance of their own that watches the socket's error
+// queue), so they delay neither Sends nor reads of the connection.
+// Cancellation is per call: a context ends only the call it was passed to.
 type Sender struct {
 	rc       syscall.RawConn
 	dl       writeDeadliner // nil when the conn has no deadlines
+	binding  *Binding       // nil only in tests of the completion machinery
 	dmabufID uint32
 	chunk    int64
 	maxIOVs  int
@@ -92,17 +97,33 @@ type Sender struct {
 	// then sends no SCM_DEVMEM_DMABUF).
 	iovBase uintptr
 
-	sendMu  sync.Mutex // serializes Sends: their sendmsg calls number in order
-	iovs    []iovec    // guarded by sendMu
-	control []byte     // the SCM_DEVMEM_DMABUF cmsg, built once
+	// sendTok is held (a value in it) by the Send in progress: Sends'
+	// sendmsg calls number in order. A channel rather than a mutex so a
+	// Send waiting its turn can give up on its context.
+	sendTok chan struct{}
+	iovs    []iovec // guarded by sendTok
+	control []byte  // the SCM_DEVMEM_DMABUF cmsg, built once
+	sys     sendSys // per-OS state of the sendmsg in progress; guarded by sendTok
+
+	// dlMu orders changes of the connection's write deadline: the one set
+	// with SetWriteDeadline, a Send's wake-up on cancellation and its
+	// restoration.
+	dlMu     sync.Mutex
+	deadline time.Time
+	sendWoke chan struct{} // a Send's cancellation wake-up has run
+
+	// reapTok is held by the one waiter that sleeps on the error queue and
+	// reaps for everyone; the others sleep on changed.
+	reapTok chan struct{}
+	reap    reapSys // per-OS state of the reaper; guarded by reapTok
 
 	mu          sync.Mutex
 	nextSeq     uint32
-	nextCounter uint64       // the kernel's next zerocopy id, extended to 64 bits
-	pending     []sendRecord // by counter; the last one may still be open
-	done        []Completion // reaped but not yet returned by Completions
-	recordDone  bool         // the current reap is for Completions
-	deadline    time.Time
+	nextCounter uint64        // the kernel's next zerocopy id, extended to 64 bits
+	pending     []sendRecord  // by counter; the last one may still be open
+	stream      bool          // Completions was called: queue completions for it
+	done        []Completion  // reaped but not yet returned by Completions
+	changed     chan struct{} // closed when the ledger changes; nil until a waiter needs it
 	closed      bool
 	reapBuf     []byte
 }
@@ -117,38 +138,79 @@ type sendRecord struct {
 	off, n      int64
 	first, last uint64 // kernel zerocopy ids of the Send's sendmsg calls
 	remaining   uint64 // ids not yet completed
-	copied      bool
-	open        bool // the Send is still issuing sendmsg calls
-	report      bool // completed during a reap for Completions
+	open        bool   // the Send is still issuing sendmsg calls
 }
 
-// NewSender prepares the socket of c (a *net.TCPConn, connected or about to
-// be) to send from the dma-buf whose bind-tx binding has id dmabufID
-// (Binding.ID): it turns SO_ZEROCOPY on. Bind the socket to the bound device
-// too (BindToDevice), or the kernel refuses routes that leave through another
-// device with ENODEV.
-func NewSender(c syscall.Conn, dmabufID uint32, cfg SenderConfig) (*Sender, error) {
-	if dmabufID == 0 {
-		return nil, &Error{Op: "new sender", Errno: _EINVAL, Err: _EINVAL,
+// NewSender prepares the socket of conn (a *net.TCPConn, connected or about
+// to be) to send from the dma-buf of b, a binding made by BindTX: it turns
+// SO_ZEROCOPY on. Bind the socket to the bound device too (BindToDevice), or
+// the kernel refuses routes that leave through another device with ENODEV.
+// cfg may be nil.
+//
+// The Sender keeps b (reachable, too) and fails its Sends with an error
+// matching net.ErrClosed once b is closed. A nil, closed or non-TCP conn, an
+// RX binding and a closed binding are refused with a clear error.
+func NewSender(conn syscall.Conn, b *Binding, cfg *SenderConfig) (*Sender, error) {
+	const op = "new sender"
+	switch {
+	case b == nil:
+		return nil, &Error{Op: op, Errno: _EINVAL, Err: _EINVAL, Message: "nil *Binding"}
+	case b.Direction() != DirectionTX:
+		return nil, &Error{Op: op, Errno: _EINVAL, Err: _EINVAL,
+			Message: "binding " + itoa(uint64(b.ID())) + " is a " + b.Direction().String() + " binding; sending needs one made by BindTX"}
+	case b.Closed():
+		return nil, &Error{Op: op, Err: net.ErrClosed, Message: "binding " + itoa(uint64(b.ID())) + " is closed"}
+	case b.ID() == 0:
+		return nil, &Error{Op: op, Errno: _EINVAL, Err: _EINVAL,
 			Message: "dma-buf id 0 is not a binding (the kernel reads 0 as \"not devmem\")"}
 	}
-	return newSender(c, dmabufID, cfg, 0)
+	s, err := newSender(conn, b.ID(), cfg, 0)
+	if err != nil {
+		return nil, err
+	}
+	s.binding = b
+	return s, nil
 }
 
-func newSender(c syscall.Conn, dmabufID uint32, cfg SenderConfig, iovBase uintptr) (*Sender, error) {
-	if cfg.ChunkSize < 0 {
-		return nil, &Error{Op: "new sender", Errno: _EINVAL, Err: _EINVAL, Message: "negative ChunkSize"}
+// isNil reports whether c is nil or a nil pointer (a typed nil in an
+// interface), on which SyscallConn would panic or misbehave.
+func isNil(c syscall.Conn) bool {
+	if c == nil {
+		return true
+	}
+	v := reflect.ValueOf(c)
+	switch v.Kind() {
+	case reflect.Pointer, reflect.Interface, reflect.Map, reflect.Slice, reflect.Func, reflect.Chan:
+		return v.IsNil()
+	}
+	return false
+}
+
+func newSender(c syscall.Conn, dmabufID uint32, cfg *SenderConfig, iovBase uintptr) (*Sender, error) {
+	const op = "new sender"
+	var conf SenderConfig
+	if cfg != nil {
+		conf = *cfg
+	}
+	if conf.ChunkSize < 0 {
+		return nil, &Error{Op: op, Errno: _EINVAL, Err: _EINVAL, Message: "negative ChunkSize"}
+	}
+	if isNil(c) {
+		return nil, &Error{Op: op, Errno: _EINVAL, Err: _EINVAL, Message: "nil connection"}
 	}
 	rc, err := c.SyscallConn()
 	if err != nil {
-		return nil, &Error{Op: "new sender", Err: err}
+		return nil, connError(op, err)
 	}
 	s := &Sender{
 		rc:       rc,
 		dmabufID: dmabufID,
-		chunk:    cfg.ChunkSize,
-		maxIOVs:  cfg.MaxIOVs,
+		chunk:    conf.ChunkSize,
+		maxIOVs:  conf.MaxIOVs,
 		iovBase:  iovBase,
+		sendTok:  make(chan struct{}, 1),
+		reapTok:  make(chan struct{}, 1),
+		sendWoke: make(chan struct{}, 1),
 	}
 	if s.maxIOVs <= 0 || s.maxIOVs > uioMaxIOV {
 		s.maxIOVs = uioMaxIOV
@@ -163,13 +225,31 @@ func newSender(c syscall.Conn, dmabufID uint32, cfg SenderConfig, iovBase uintpt
 	return s, nil
 }
 
-// DMABufID returns the id of the TX binding the Sender sends from.
-func (s *Sender) DMABufID() uint32 { return s.dmabufID }
+// connError is the error of an operation on the connection itself: it
+// matches net.ErrClosed when the connection is closed.
+func connError(op string, err error) error {
+	e := &Error{Op: op, Err: err}
+	if errors.Is(err, net.ErrClosed) {
+		e.Message = "the connection is closed"
+	}
+	return e
+}
+
+// closedError is the error of every Sender operation after Close, or after
+// its binding was closed.
+func closedError(op, what string) error {
+	return &Error{Op: op, Err: net.ErrClosed, Message: what + " is closed"}
+}
+
+// Binding returns the TX binding the Sender sends from (nil only for the
+// package's own tests).
+func (s *Sender) Binding() *Binding { return s.binding }
 
 // Send queues the dma-buf range [off, off+n) on the socket, issuing as many
 // sendmsg calls as it takes (TCP may accept less than asked per call), and
 // returns the sequence number that Completions and WaitComplete report for
-// it. It blocks while the send buffer is full, up to the write deadline.
+// it. It blocks while the send buffer is full, up to the write deadline set
+// with SetWriteDeadline. It allocates nothing.
 //
 // Failing part way it returns a *PartialSendError carrying the sequence
 // number of the part that was queued. The kernel refuses with EINVAL a dma-buf
@@ -180,34 +260,54 @@ func (s *Sender) Send(off, n int64) (seq uint32, err error) {
 	return s.SendContext(context.Background(), off, n)
 }
 
-// SendContext is Send, giving up when ctx is done.
+// SendContext is Send, giving up when ctx is done: while waiting for an
+// earlier Send to finish, or for room in the send buffer. Only this call
+// gives up; the connection's deadline is restored before it returns.
 func (s *Sender) SendContext(ctx context.Context, off, n int64) (seq uint32, err error) {
+	const op = "sendmsg"
 	if off < 0 || n <= 0 || off+n < off || uint64(off+n) > uint64(^uintptr(0)-s.iovBase) {
-		return 0, &Error{Op: "sendmsg", Errno: _EINVAL, Err: _EINVAL,
-			Message: "bad range: offset " + itoa(uint64(off)) + " length " + itoa(uint64(n))}
+		return 0, &Error{Op: op, Errno: _EINVAL, Err: _EINVAL,
+			Message: "bad range: offset " + itoaInt64(off) + " length " + itoaInt64(n)}
 	}
-	s.sendMu.Lock()
-	defer s.sendMu.Unlock()
+	if s.binding != nil && s.binding.Closed() {
+		return 0, closedError(op, "binding "+itoa(uint64(s.dmabufID)))
+	}
+	if err := ctx.Err(); err != nil {
+		return 0, &Error{Op: op, Err: err}
+	}
+	select {
+	case s.sendTok <- struct{}{}:
+	default:
+		select {
+		case s.sendTok <- struct{}{}:
+		case <-ctx.Done():
+			return 0, &Error{Op: op, Err: ctx.Err()}
+		}
+	}
+	defer func() { <-s.sendTok }()
 
 	s.mu.Lock()
 	if s.closed {
 		s.mu.Unlock()
-		return 0, &Error{Op: "sendmsg", Err: os.ErrClosed}
+		return 0, closedError(op, "sender")
 	}
 	seq = s.nextSeq
 	s.mu.Unlock()
 
-	var queued int64
-	err = s.withContext(ctx, func() error {
-		var err error
-		queued, err = s.sendRange(seq, off, n)
-		return err
-	})
+	queued, err := s.sendRange(ctx, seq, off, n)
 	if queued > 0 {
 		s.mu.Lock()
 		s.nextSeq++
-		s.pending[len(s.pending)-1].open = false
-		s.compact()
+		r := &s.pending[len(s.pending)-1]
+		r.open = false
+		if r.remaining == 0 {
+			// Completed while still open (all its calls' completions
+			// came before it returned): nothing on the error queue
+			// will wake the waiters for it.
+			s.compact()
+			s.notifyLocked()
+			s.wakeReaper()
+		}
 		s.mu.Unlock()
 	}
 	switch {
@@ -219,28 +319,67 @@ func (s *Sender) SendContext(ctx context.Context, off, n int64) (seq uint32, err
 	return 0, err
 }
 
-// noteSent records one successful sendmsg call of the Send seq: it used the
-// kernel's next zerocopy id. Recording each call at once (not when the Send
-// returns) lets a concurrent reaper match completions that arrive between a
-// Send's calls.
-func (s *Sender) noteSent(seq uint32, off int64, written int64) {
+func itoaInt64(v int64) string {
+	if v < 0 {
+		return "-" + itoa(uint64(-v))
+	}
+	return itoa(uint64(v))
+}
+
+// beginCall records, before a sendmsg call of Send seq, that it may use the
+// kernel's next zerocopy id, so that a reaper running in parallel can match a
+// completion that arrives before the call has even returned. endCall settles
+// it. Both take s.mu; beginCall fails once the Sender is closed.
+func (s *Sender) beginCall(seq uint32, off int64) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if s.closed {
+		return closedError("sendmsg", "sender")
+	}
 	id := s.nextCounter
 	s.nextCounter++
 	if k := len(s.pending); k > 0 && s.pending[k-1].open && s.pending[k-1].seq == seq {
 		r := &s.pending[k-1]
-		r.n += written
 		r.last = id
 		r.remaining++
+		return nil
+	}
+	s.pending = append(s.pending, sendRecord{seq: seq, off: off, first: id, last: id, remaining: 1, open: true})
+	return nil
+}
+
+// endCall settles the call begun by beginCall: written bytes went out under
+// the id, or (written 0) the kernel did not use it, as it does not when
+// sendmsg fails without sending (it takes the id back).
+func (s *Sender) endCall(written int64) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	r := &s.pending[len(s.pending)-1]
+	if written > 0 {
+		r.n += written
 		return
 	}
-	s.pending = append(s.pending, sendRecord{seq: seq, off: off, n: written, first: id, last: id, remaining: 1, open: true})
+	s.nextCounter--
+	r.remaining -= min(r.remaining, 1)
+	if r.first == r.last {
+		s.pending[len(s.pending)-1] = sendRecord{}
+		s.pending = s.pending[:len(s.pending)-1]
+		return
+	}
+	r.last--
+}
+
+// noteSent records one sendmsg call of Send seq that used the next id (the
+// ledger tests' shorthand for beginCall and endCall).
+func (s *Sender) noteSent(seq uint32, off int64, written int64) {
+	_ = s.beginCall(seq, off)
+	s.endCall(written)
 }
 
 // complete applies one zerocopy notification: kernel ids lo..hi (inclusive,
-// 32 bits, possibly several sendmsg calls coalesced) are done.
-func (s *Sender) complete(lo, hi uint32, copied bool) {
+// 32 bits, possibly several sendmsg calls coalesced) are done. The caller
+// holds s.mu.
+func (s *Sender) complete(lo, hi uint32) {
 	if len(s.pending) == 0 {
 		return
 	}
@@ -254,22 +393,19 @@ func (s *Sender) complete(lo, hi uint32, copied bool) {
 		r := &s.pending[i]
 		ov := min(r.last, hi64) - max(r.first, lo64) + 1
 		r.remaining -= min(ov, r.remaining)
-		r.copied = r.copied || copied
-		if r.remaining == 0 && s.recordDone {
-			r.report = true
-		}
 	}
 	s.compact()
+	s.notifyLocked()
 }
 
-// compact drops finished records, queuing for Completions those that a reap
-// on its behalf finished.
+// compact drops finished records, queuing them for Completions once it has
+// been called. The caller holds s.mu.
 func (s *Sender) compact() {
 	j := 0
 	for _, r := range s.pending {
 		if r.remaining == 0 && !r.open {
-			if r.report {
-				s.done = append(s.done, Completion{Seq: r.seq, Offset: r.off, Length: r.n, Copied: r.copied})
+			if s.stream {
+				s.done = append(s.done, Completion{Seq: r.seq, Offset: r.off, Length: r.n})
 			}
 			continue
 		}
@@ -278,6 +414,14 @@ func (s *Sender) compact() {
 	}
 	clear(s.pending[j:])
 	s.pending = s.pending[:j]
+}
+
+// notifyLocked wakes the waiters sleeping on changed. The caller holds s.mu.
+func (s *Sender) notifyLocked() {
+	if s.changed != nil {
+		close(s.changed)
+		s.changed = nil
+	}
 }
 
 // Pending returns the number of Sends whose completion has not been reaped
@@ -304,21 +448,19 @@ func (s *Sender) isPending(seq uint32) (pending, issued bool) {
 
 // Completions waits until at least one Send completes and returns the
 // completions reaped, appended to dst. It returns at once, with nothing, when
-// no Send is pending. Each completion is reported once; completions reaped by
-// WaitComplete or Flush are not reported here, so use either this stream or
-// those point waits.
+// no Send is pending. Each completion is reported once. From the first call
+// on, every completion is queued for Completions, whoever reaps it (a
+// WaitComplete or Flush too), so keep calling it; completions reaped before
+// the first call are not reported.
 func (s *Sender) Completions(ctx context.Context, dst []Completion) ([]Completion, error) {
 	s.mu.Lock()
-	if len(s.done) > 0 || len(s.pending) == 0 {
-		dst = append(dst, s.done...)
-		s.done = s.done[:0]
-		s.mu.Unlock()
-		return dst, nil
-	}
+	s.stream = true
+	ready := len(s.done) > 0 || len(s.pending) == 0
 	s.mu.Unlock()
-	err := s.withContext(ctx, func() error {
-		return s.reapUntil(true, func() bool { return len(s.done) > 0 || len(s.pending) == 0 })
-	})
+	var err error
+	if !ready {
+		err = s.wait(ctx, func() bool { return len(s.done) > 0 || len(s.pending) == 0 })
+	}
 	s.mu.Lock()
 	dst = append(dst, s.done...)
 	s.done = s.done[:0]
@@ -327,7 +469,7 @@ func (s *Sender) Completions(ctx context.Context, dst []Completion) ([]Completio
 }
 
 // WaitComplete waits until Send seq has completed, so its range may be
-// rewritten.
+// rewritten. It returns nil at once for a Send already complete.
 func (s *Sender) WaitComplete(ctx context.Context, seq uint32) error {
 	s.mu.Lock()
 	pending, issued := s.isPending(seq)
@@ -339,9 +481,7 @@ func (s *Sender) WaitComplete(ctx context.Context, seq uint32) error {
 	if !pending {
 		return nil
 	}
-	return s.withContext(ctx, func() error {
-		return s.reapUntil(false, func() bool { p, _ := s.isPending(seq); return !p })
-	})
+	return s.wait(ctx, func() bool { p, _ := s.isPending(seq); return !p })
 }
 
 // Flush waits until every Send so far has completed.
@@ -349,29 +489,73 @@ func (s *Sender) Flush(ctx context.Context) error {
 	if s.Pending() == 0 {
 		return nil
 	}
-	return s.withContext(ctx, func() error {
-		return s.reapUntil(false, func() bool { return len(s.pending) == 0 })
-	})
+	return s.wait(ctx, func() bool { return len(s.pending) == 0 })
+}
+
+// wait returns once cond, called with s.mu held, holds. One waiter at a time
+// (the holder of reapTok) sleeps on the socket's error queue and reaps for
+// all; the others sleep until the ledger changes or the reaper leaves, when
+// one of them takes over. A waiter whose ctx ends leaves alone.
+func (s *Sender) wait(ctx context.Context, cond func() bool) error {
+	const op = "wait completion"
+	for {
+		s.mu.Lock()
+		if cond() {
+			s.mu.Unlock()
+			return nil
+		}
+		if s.closed {
+			s.mu.Unlock()
+			return closedError(op, "sender")
+		}
+		if s.changed == nil {
+			s.changed = make(chan struct{})
+		}
+		changed := s.changed
+		s.mu.Unlock()
+		if err := ctx.Err(); err != nil {
+			return &Error{Op: op, Err: err}
+		}
+		select {
+		case s.reapTok <- struct{}{}:
+			err := s.reapWait(ctx, cond)
+			<-s.reapTok
+			// Let a waiter that sleeps on changed take over.
+			s.mu.Lock()
+			s.notifyLocked()
+			s.mu.Unlock()
+			if err != nil {
+				return err
+			}
+		case <-changed:
+		case <-ctx.Done():
+			return &Error{Op: op, Err: ctx.Err()}
+		}
+	}
 }
 
 // SetWriteDeadline sets the write deadline of the connection, which bounds
-// Send and the completion waits. Set deadlines here rather than on the
-// connection so the context variants can restore them.
+// Send. Set it here rather than on the connection, so that a cancelled
+// SendContext restores it. Completion waits are bounded by their context
+// only.
 func (s *Sender) SetWriteDeadline(t time.Time) error {
 	if s.dl == nil {
 		return &Error{Op: "set write deadline", Err: ErrNotSupported, Message: "the connection has no deadlines"}
 	}
-	s.mu.Lock()
+	s.dlMu.Lock()
+	defer s.dlMu.Unlock()
 	s.deadline = t
-	s.mu.Unlock()
 	return s.dl.SetWriteDeadline(t)
 }
 
-// Close reaps the completions already queued and reports, as an error
-// wrapping ErrSendsPending, Sends still in flight: their ranges must not be
-// reused until the socket is closed (which frees them once the data is
-// acknowledged or dropped). Call Flush first to wait for them. Close does not
-// close the connection; the Sender is unusable afterwards.
+// Close ends the Sender: it wakes a Send blocked on a full send buffer and
+// waits for the Send in progress to return, ends the completion waits (with
+// an error matching net.ErrClosed), reaps the completions already queued and
+// reports, as an error wrapping ErrSendsPending, Sends still in flight: their
+// ranges must not be reused until the socket is closed (which frees them once
+// the data is acknowledged or dropped). Call Flush first to wait for them.
+// Close does not close the connection; call it before closing the
+// connection. Later calls return nil.
 func (s *Sender) Close() error {
 	s.mu.Lock()
 	if s.closed {
@@ -379,7 +563,25 @@ func (s *Sender) Close() error {
 		return nil
 	}
 	s.closed = true
+	s.notifyLocked()
 	s.mu.Unlock()
+
+	// Wake a Send blocked in the poller, wait for it, put the deadline
+	// back.
+	if s.dl != nil {
+		s.dlMu.Lock()
+		_ = s.dl.SetWriteDeadline(txWakeDeadline)
+		s.dlMu.Unlock()
+	}
+	s.sendTok <- struct{}{}
+	if s.dl != nil {
+		s.dlMu.Lock()
+		_ = s.dl.SetWriteDeadline(s.deadline)
+		s.dlMu.Unlock()
+	}
+	<-s.sendTok
+
+	s.stopReaper()
 	err := s.reapNow()
 	s.mu.Lock()
 	n := len(s.pending)
@@ -390,33 +592,32 @@ func (s *Sender) Close() error {
 	return err
 }
 
-// txWakeDeadline is a deadline in the past, to wake a blocked wait.
+// txWakeDeadline is a deadline in the past, to wake a blocked Send.
 var txWakeDeadline = time.Unix(1, 0)
 
-// withContext runs fn, waking it through the write deadline when ctx is done
-// and restoring the deadline set with SetWriteDeadline afterwards.
-func (s *Sender) withContext(ctx context.Context, fn func() error) error {
-	if ctx == nil || ctx.Done() == nil || s.dl == nil {
-		return fn()
-	}
-	if err := ctx.Err(); err != nil {
-		return err
-	}
-	fired := make(chan struct{})
-	stop := context.AfterFunc(ctx, func() {
-		defer close(fired)
-		_ = s.dl.SetWriteDeadline(txWakeDeadline)
-	})
-	err := fn()
-	if !stop() {
-		<-fired
-		s.mu.Lock()
-		d := s.deadline
-		s.mu.Unlock()
-		_ = s.dl.SetWriteDeadline(d)
-		if err != nil && errors.Is(err, os.ErrDeadlineExceeded) {
-			err = &Error{Op: opOf(err), Err: ctx.Err()}
-		}
+// wakeSend runs when a blocked Send's context ends: it wakes the Send through
+// the write deadline, which only that Send waits on (Sends are serialized and
+// no wait uses the write side). The Send restores the deadline.
+func (s *Sender) wakeSend() {
+	s.dlMu.Lock()
+	_ = s.dl.SetWriteDeadline(txWakeDeadline)
+	s.dlMu.Unlock()
+	s.sendWoke <- struct{}{}
+}
+
+// restoreDeadline undoes wakeSend once the Send it woke is done.
+func (s *Sender) restoreDeadline() {
+	<-s.sendWoke
+	s.dlMu.Lock()
+	_ = s.dl.SetWriteDeadline(s.deadline)
+	s.dlMu.Unlock()
+}
+
+// ctxWaitError turns the deadline error of a wait that ctx cut short into
+// ctx's error.
+func ctxWaitError(ctx context.Context, err error) error {
+	if err != nil && errors.Is(err, os.ErrDeadlineExceeded) && ctx.Err() != nil {
+		return &Error{Op: opOf(err), Err: ctx.Err()}
 	}
 	return err
 }
@@ -593,7 +794,7 @@ func (s *Sender) handleErrqueue(a txABI, oob []byte, msgFlags int) error {
 	err := a.parseErrqueue(oob, msgFlags, func(ee sockExtendedErr) {
 		switch {
 		case ee.Origin == _SO_EE_ORIGIN_ZEROCOPY && ee.Errno == 0:
-			s.complete(ee.Info, ee.Data, ee.Code&_SO_EE_CODE_ZEROCOPY_COPIED != 0)
+			s.complete(ee.Info, ee.Data)
 		case ee.Origin == _SO_EE_ORIGIN_TIMESTAMPING:
 		case ee.Errno != 0 && first == nil:
 			errno := Errno(ee.Errno)

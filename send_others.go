@@ -2,19 +2,30 @@
 
 package devmem
 
-import "syscall"
+import (
+	"context"
+	"syscall"
+)
 
 var nativeTxABI = txABI{wordSize: 8, solSocket: 1, scmDevmemDMABuf: 79}
 
+type sendSys struct{}
+
+type reapSys struct{}
+
 func (s *Sender) init() error { return unsupportedOnOS("new sender") }
 
-func (s *Sender) sendRange(seq uint32, off, n int64) (int64, error) {
+func (s *Sender) sendRange(ctx context.Context, seq uint32, off, n int64) (int64, error) {
 	return 0, unsupportedOnOS("sendmsg")
 }
 
-func (s *Sender) reapUntil(record bool, cond func() bool) error {
+func (s *Sender) reapWait(ctx context.Context, cond func() bool) error {
 	return unsupportedOnOS("wait completion")
 }
+
+func (s *Sender) stopReaper() {}
+
+func (s *Sender) wakeReaper() {}
 
 func (s *Sender) reapNow() error { return unsupportedOnOS("recvmsg MSG_ERRQUEUE") }
 

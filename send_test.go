@@ -5,6 +5,9 @@ import (
 	"encoding/binary"
 	"errors"
 	"math/rand/v2"
+	"net"
+	"strings"
+	"syscall"
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
@@ -230,8 +233,9 @@ func TestErrqueueParse(t *testing.T) {
 	}
 }
 
-// ledger feeds a Sender's bookkeeping without a socket.
-func ledger() *Sender { return &Sender{} }
+// ledger feeds a Sender's bookkeeping without a socket. Its completions are
+// queued for Completions, as once Completions has been called.
+func ledger() *Sender { return &Sender{stream: true} }
 
 // send records a Send of n bytes at off made of calls sendmsg calls.
 func (s *Sender) fakeSend(off, n int64, calls int) uint32 {
@@ -256,8 +260,6 @@ func (s *Sender) notify(t *testing.T, a txABI, ees ...sockExtendedErr) error {
 	for _, ee := range ees {
 		oob = append(oob, errqueueCmsg(a, _SOL_IP, _IP_RECVERR, ee)...)
 	}
-	s.recordDone = true
-	defer func() { s.recordDone = false }()
 	return s.handleErrqueue(a, oob, 0)
 }
 
@@ -277,20 +279,20 @@ func TestLedgerCompletions(t *testing.T) {
 	if want := []Completion{{Seq: c, Offset: 400, Length: 50}}; !cmp.Equal(s.done, want) {
 		t.Fatalf("done %+v, want %+v", s.done, want)
 	}
-	// Then 0..1 (a and the rest of b), copied.
+	// Then 0..1 (a and the rest of b), copied: the flag changes nothing.
 	if err := s.notify(t, abiAMD64TX, zc(0, 1, _SO_EE_CODE_ZEROCOPY_COPIED)); err != nil {
 		t.Fatal(err)
 	}
-	want := []Completion{{Seq: c, Offset: 400, Length: 50}, {Seq: a, Offset: 0, Length: 100, Copied: true}, {Seq: b, Offset: 100, Length: 300, Copied: true}}
+	want := []Completion{{Seq: c, Offset: 400, Length: 50}, {Seq: a, Offset: 0, Length: 100}, {Seq: b, Offset: 100, Length: 300}}
 	if !cmp.Equal(s.done, want) {
 		t.Fatalf("done %+v, want %+v", s.done, want)
 	}
 	if p, _ := s.isPending(d); !p || s.Pending() != 1 {
 		t.Fatalf("d should be the one pending, pending=%d", s.Pending())
 	}
-	// A completion reaped for WaitComplete is not queued for Completions.
-	s.recordDone = false
-	s.complete(5, 6, false)
+	// Before Completions is ever called, nothing is queued for it.
+	s.stream = false
+	s.complete(5, 6)
 	if s.Pending() != 0 || len(s.done) != 3 {
 		t.Fatalf("pending %d, done %d", s.Pending(), len(s.done))
 	}
@@ -327,19 +329,52 @@ func TestLedgerOpenSendNotReported(t *testing.T) {
 	// A Send still issuing calls must not complete even if all its calls
 	// so far have.
 	s.noteSent(0, 0, 10)
-	s.recordDone = true
-	s.complete(0, 0, false)
+	s.complete(0, 0)
 	if s.Pending() != 1 || len(s.done) != 0 {
 		t.Fatalf("open send completed early: pending %d done %+v", s.Pending(), s.done)
 	}
 	s.noteSent(0, 0, 10)
-	s.complete(1, 1, false)
-	s.recordDone = false
+	s.complete(1, 1)
 	s.nextSeq++
 	s.pending[0].open = false
 	s.compact()
 	if want := []Completion{{Seq: 0, Offset: 0, Length: 20}}; s.Pending() != 0 || !cmp.Equal(s.done, want) {
 		t.Fatalf("pending %d, done %+v", s.Pending(), s.done)
+	}
+}
+
+// TestLedgerCompletionBeforeCallReturns is the race a reaper running beside
+// a Send creates: the kernel reports a call's completion before sendmsg has
+// returned to the Send. The id is recorded before the call, so the
+// completion lands; an unused id (the call sent nothing) is taken back.
+func TestLedgerCompletionBeforeCallReturns(t *testing.T) {
+	s := ledger()
+	if err := s.beginCall(0, 0); err != nil {
+		t.Fatal(err)
+	}
+	s.complete(0, 0) // the reaper, while sendmsg is still in the kernel
+	s.endCall(100)
+	s.nextSeq++
+	s.pending[0].open = false
+	s.compact()
+	if want := []Completion{{Seq: 0, Offset: 0, Length: 100}}; s.Pending() != 0 || !cmp.Equal(s.done, want) {
+		t.Fatalf("pending %d, done %+v", s.Pending(), s.done)
+	}
+	// A call that sent nothing gives its id back: the next call reuses it.
+	s.noteSent(1, 0, 10) // id 1
+	if err := s.beginCall(1, 10); err != nil {
+		t.Fatal(err)
+	}
+	s.endCall(0)
+	if err := s.beginCall(2, 50); err != nil { // a new Send's call: id 2
+		t.Fatal(err)
+	}
+	if s.nextCounter != 3 || len(s.pending) != 2 || s.pending[0].last != 1 || s.pending[1].first != 2 {
+		t.Fatalf("ids after a refused call: next %d, pending %+v", s.nextCounter, s.pending)
+	}
+	s.endCall(0)
+	if s.nextCounter != 2 || len(s.pending) != 1 {
+		t.Fatalf("a new Send's unused call left next %d, pending %+v", s.nextCounter, s.pending)
 	}
 }
 
@@ -370,7 +405,39 @@ func TestSendRangeValidation(t *testing.T) {
 			t.Errorf("Send(%d, %d) = %v, want EINVAL", r[0], r[1], err)
 		}
 	}
-	if _, err := NewSender(nil, 0, SenderConfig{}); !errors.Is(err, _EINVAL) {
-		t.Errorf("NewSender with id 0: %v", err)
+}
+
+// TestNewSenderBadArguments: what NewSender refuses before touching the
+// connection, each with a clear error instead of a panic.
+func TestNewSenderBadArguments(t *testing.T) {
+	tx := &Binding{id: 5, dir: DirectionTX}
+	rx := &Binding{id: 6, dir: DirectionRX, queues: []int{1}}
+	closed := &Binding{id: 7, dir: DirectionTX}
+	closed.Close()
+	var nilTCP *net.TCPConn
+	var nilUnix *net.UnixConn
+	for _, tt := range []struct {
+		name string
+		conn syscall.Conn
+		b    *Binding
+		cfg  *SenderConfig
+		is   error
+		msg  string
+	}{
+		{"nil binding", nilTCP, nil, nil, _EINVAL, "nil *Binding"},
+		{"rx binding", nilTCP, rx, nil, _EINVAL, "rx binding"},
+		{"closed binding", nilTCP, closed, nil, net.ErrClosed, "closed"},
+		{"id 0", nilTCP, &Binding{dir: DirectionTX}, nil, _EINVAL, "id 0"},
+		{"nil conn", nil, tx, nil, _EINVAL, "nil connection"},
+		{"typed nil TCPConn", nilTCP, tx, nil, _EINVAL, "nil connection"},
+		{"typed nil UnixConn", nilUnix, tx, nil, _EINVAL, "nil connection"},
+		{"negative chunk", nilTCP, tx, &SenderConfig{ChunkSize: -1}, _EINVAL, "ChunkSize"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			s, err := NewSender(tt.conn, tt.b, tt.cfg)
+			if s != nil || !errors.Is(err, tt.is) || !strings.Contains(err.Error(), tt.msg) {
+				t.Fatalf("NewSender = %v, %v; want an error matching %v saying %q", s, err, tt.is, tt.msg)
+			}
+		})
 	}
 }
