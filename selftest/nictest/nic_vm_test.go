@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/devmem-go/devmem"
+	"github.com/devmem-go/devmem/nic"
 	"github.com/devmem-go/devmem/selftest"
 )
 
@@ -68,7 +69,7 @@ func (s *stream) send(w io.Writer, total int64) error {
 // it). Cleanup unbinds and restores the NIC.
 type rx struct {
 	topo    *selftest.Topology
-	nic     *devmem.NIC
+	nic     *ethNIC
 	buf     *devmem.DMABuf
 	mem     []byte
 	binding *devmem.Binding
@@ -82,30 +83,34 @@ type rx struct {
 
 var nextPort uint16 = 9000
 
-func prepareNIC(t *testing.T) (*selftest.Topology, *devmem.NIC) {
+// ethNIC is a test's NIC: the handle, and the Setup that configures it
+// (undone at cleanup).
+type ethNIC struct {
+	*nic.NIC
+	setup *nic.Setup
+}
+
+func prepareNIC(t *testing.T) (*selftest.Topology, *ethNIC) {
 	t.Helper()
 	topo := selftest.Require(t)
-	nic, err := devmem.OpenNIC(topo.IfName)
+	n, err := nic.Open(topo.IfName)
 	if err != nil {
 		t.Fatal(err)
 	}
-	before, err := nic.Snapshot()
+	s, err := nic.NewSetup(n, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() {
-		if err := nic.Restore(before); err != nil {
+		if err := s.Undo(); err != nil {
 			t.Errorf("restore %s: %v", topo.IfName, err)
 		}
-		nic.Close()
+		n.Close()
 	})
-	if err := nic.SetTCPDataSplit(devmem.TCPDataSplitEnabled); err != nil {
+	if err := s.EnableHeaderSplit(); err != nil {
 		t.Fatal(err)
 	}
-	if err := nic.SetHDSThresh(0); err != nil {
-		t.Fatal(err)
-	}
-	return topo, nic
+	return topo, &ethNIC{n, s}
 }
 
 func setupRX(t *testing.T, bufSize int64, queue int, opts *devmem.BindRXOptions) *rx {
@@ -126,7 +131,7 @@ func setupRX(t *testing.T, bufSize int64, queue int, opts *devmem.BindRXOptions)
 	}
 	t.Cleanup(func() { x.binding.Close() })
 	if queue > 0 {
-		if err := nic.SetRSSEqual(queue); err != nil {
+		if err := nic.setup.SteerRSSAway(queue); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -138,11 +143,11 @@ func setupRX(t *testing.T, bufSize int64, queue int, opts *devmem.BindRXOptions)
 func (x *rx) steer(t *testing.T, port uint16, queue int) {
 	t.Helper()
 	for _, a := range []netip.Addr{x.topo.Addr4, x.topo.Addr6} {
-		ft := devmem.FlowTCP4
+		ft := nic.FlowTCP4
 		if a.Is6() {
-			ft = devmem.FlowTCP6
+			ft = nic.FlowTCP6
 		}
-		if _, err := x.nic.AddFlowRule(devmem.FlowRule{Type: ft, Dst: a, DstPort: port, Queue: queue}); err != nil {
+		if _, err := x.nic.setup.AddFlowRule(nic.FlowRule{Type: ft, Dst: a, DstPort: port, Queue: queue}); err != nil {
 			t.Fatalf("flow rule to queue %d: %v", queue, err)
 		}
 	}

@@ -69,7 +69,7 @@ func TestRXPageSize(t *testing.T) {
 				t.Fatalf("bind-rx with rx-page-size %d: %v", size, err)
 			}
 			defer x.binding.Close()
-			if err := nic.SetRSSEqual(3); err != nil {
+			if err := nic.setup.SteerRSSAway(3); err != nil {
 				t.Fatal(err)
 			}
 			x.steer(t, x.port, 3)

@@ -54,7 +54,7 @@ func TestRSSContext(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer x.binding.Close()
-	if err := nic.SetRSSEqual(2); err != nil {
+	if err := nic.setup.SteerRSSAway(2); err != nil {
 		t.Fatal(err)
 	}
 	nd, err := devmem.DialNetdev()
