@@ -16,8 +16,9 @@
 //  4. Receive with a [Receiver] over the accepted *net.TCPConn. Each call
 //     returns the linear bytes (headers the NIC failed to split) and a list of
 //     [Frag]s: offset, size and token of payload in the dma-buf.
-//  5. Consume the payload in place, then return the tokens ([Receiver.Release]
-//     or a [TokenBatcher]) so the NIC can reuse the memory.
+//  5. Consume the payload in place, then return the tokens
+//     ([Receiver.Done], which batches them, or [Receiver.Release]) so the
+//     NIC can reuse the memory.
 //
 // Transmit is the mirror image: [BindTX], then a [Sender] that sends offset
 // ranges of the dma-buf with MSG_ZEROCOPY and reports when each range may be
