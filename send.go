@@ -617,17 +617,9 @@ func (s *Sender) restoreDeadline() {
 // ctx's error.
 func ctxWaitError(ctx context.Context, err error) error {
 	if err != nil && errors.Is(err, os.ErrDeadlineExceeded) && ctx.Err() != nil {
-		return &Error{Op: opOf(err), Err: ctx.Err()}
+		return ctx.Err()
 	}
 	return err
-}
-
-func opOf(err error) string {
-	var e *Error
-	if errors.As(err, &e) {
-		return e.Op
-	}
-	return "wait"
 }
 
 // sendErrnoHint explains the sendmsg errnos that devmem TX adds
