@@ -508,23 +508,28 @@ func (s *Sender) wait(ctx context.Context, cond func() bool) error {
 			s.mu.Unlock()
 			return closedError(op, "sender")
 		}
+		if err := ctx.Err(); err != nil {
+			s.mu.Unlock()
+			return &Error{Op: op, Err: err}
+		}
+		// Reap if nobody does; else sleep until the ledger changes.
+		select {
+		case s.reapTok <- struct{}{}:
+			s.mu.Unlock()
+			if err := s.lead(ctx, cond); err != nil {
+				return err
+			}
+			continue
+		default:
+		}
 		if s.changed == nil {
 			s.changed = make(chan struct{})
 		}
 		changed := s.changed
 		s.mu.Unlock()
-		if err := ctx.Err(); err != nil {
-			return &Error{Op: op, Err: err}
-		}
 		select {
 		case s.reapTok <- struct{}{}:
-			err := s.reapWait(ctx, cond)
-			<-s.reapTok
-			// Let a waiter that sleeps on changed take over.
-			s.mu.Lock()
-			s.notifyLocked()
-			s.mu.Unlock()
-			if err != nil {
+			if err := s.lead(ctx, cond); err != nil {
 				return err
 			}
 		case <-changed:
@@ -532,6 +537,18 @@ func (s *Sender) wait(ctx context.Context, cond func() bool) error {
 			return &Error{Op: op, Err: ctx.Err()}
 		}
 	}
+}
+
+// lead reaps for every waiter until cond holds (or the wait ends), then
+// hands the role on. The caller took s.reapTok.
+func (s *Sender) lead(ctx context.Context, cond func() bool) error {
+	err := s.reapWait(ctx, cond)
+	<-s.reapTok
+	// Let a waiter that sleeps on changed take over.
+	s.mu.Lock()
+	s.notifyLocked()
+	s.mu.Unlock()
+	return err
 }
 
 // SetWriteDeadline sets the write deadline of the connection, which bounds
