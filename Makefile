@@ -14,16 +14,19 @@ KERNEL_BUILD := selftest/kernel/build.sh
 
 # Debian packages: the kernel build (flex ... xz-utils), its C ncdevmem (YNL
 # needs python3-yaml/jsonschema), the VM (qemu) and what runs inside it
-# (ethtool, socat, iproute2).
+# (ethtool, socat, iproute2); make kselftest's BPF objects (clang, libbpf-dev
+# for bpf_helpers.h) and tools (bpftool; unshare from util-linux). Its newer
+# iproute2 and liburing come from selftest/kselftest/prepare.sh.
 DEB_PACKAGES := qemu-system-x86 flex bison libelf-dev libssl-dev bc cpio make gcc libc6-dev patch \
 	xz-utils perl ethtool socat iproute2 python3 python3-yaml python3-jsonschema \
-	debian-archive-keyring ca-certificates
+	debian-archive-keyring ca-certificates \
+	clang libbpf-dev bpftool util-linux
 
-.PHONY: all deps kernel unit vmtest test demo demo-c bench clean $(VMEXEC)
+.PHONY: all deps kernel unit vmtest kselftest test demo demo-c bench clean $(VMEXEC)
 
 all: test
 
-test: deps kernel unit vmtest
+test: deps kernel unit vmtest kselftest
 
 deps:
 	@missing=$$(for p in $(DEB_PACKAGES); do \
@@ -46,8 +49,34 @@ kernel:
 		echo "kernel: $(KERNEL_BUILD) is missing; set DEVMEM_KERNEL=path/to/bzImage" >&2; exit 1; \
 	fi
 
-unit:
+# staticcheck, installed once into a cached GOBIN (v0.8 is the release for
+# Go 1.26); the versioned name makes a version bump reinstall.
+STATICCHECK_VERSION := v0.8.2
+GOBIN_CACHE := $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/devmem/gobin
+STATICCHECK := $(GOBIN_CACHE)/staticcheck-$(STATICCHECK_VERSION)
+
+# Every GOOS/GOARCH the module must build on: go vet type-checks each
+# (tests included), which is a build without the link.
+VET_PLATFORMS := linux/386 linux/amd64 linux/arm linux/arm64 linux/loong64 \
+	linux/mips linux/mipsle linux/mips64 linux/mips64le linux/ppc64 linux/ppc64le \
+	linux/riscv64 linux/s390x darwin/arm64 windows/amd64 freebsd/amd64 \
+	openbsd/amd64 netbsd/amd64 plan9/amd64 js/wasm wasip1/wasm aix/ppc64 \
+	solaris/amd64 illumos/amd64 dragonfly/amd64 android/arm64
+
+$(STATICCHECK):
+	@mkdir -p $(GOBIN_CACHE)
+	GOBIN=$(GOBIN_CACHE) $(GO) install honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION)
+	mv $(GOBIN_CACHE)/staticcheck $@
+
+unit: $(STATICCHECK)
 	$(GO) vet ./...
+	$(GO) vet -tags vmtest ./...
+	$(STATICCHECK) ./...
+	$(STATICCHECK) -tags vmtest ./...
+	@for p in $(VET_PLATFORMS); do \
+		echo "GOOS=$${p%/*} GOARCH=$${p#*/} $(GO) vet ./..."; \
+		GOOS=$${p%/*} GOARCH=$${p#*/} $(GO) vet ./... || exit 1; \
+	done
 	$(GO) test -race ./...
 	@if grep -qs '^func FuzzParseControl(' *_test.go; then \
 		echo "$(GO) test -run='^$$' -fuzz=FuzzParseControl -fuzztime=5s ."; \
@@ -74,6 +103,16 @@ vmtest: $(VMEXEC)
 	DEVMEM_NCDEVMEM_BIN=$(BIN)/ncdevmem \
 	$(GO) test -tags vmtest -exec $(VMEXEC) -count=1 -p 1 -v $(VM_PACKAGES)
 
+# The kernel's own devmem/netkit/zcrx selftests (drivers/net/hw of the tree
+# the kernel was built from, unmodified) in one VM boot; see selftest/README.md.
+# One suite with one ncdevmem: make kselftest SUITES=devmem.py NCDEVMEM=c|go|PATH
+SUITES ?=
+NCDEVMEM ?=
+kselftest: $(VMEXEC)
+	@kernel="$(kernel_dir)" && [ -n "$$kernel" ] && \
+	DEVMEM_KERNEL="$$kernel" VMEXEC=$(VMEXEC) SUITES="$(SUITES)" NCDEVMEM="$(NCDEVMEM)" \
+	selftest/kselftest/run.sh
+
 # Our cmd/ncdevmem receives a validated stream from the peer netns
 # (selftest/demo drives both ends inside the VM).
 demo: $(VMEXEC)
@@ -89,10 +128,17 @@ demo-c: $(VMEXEC)
 	@kernel="$(kernel_dir)" && [ -n "$$kernel" ] && \
 	$(VMEXEC) -kernel "$$kernel" -- /bin/sh $(abspath selftest/vmexec/demo_c_ncdevmem.sh)
 
-# Our ncdevmem against the kernel's C one in one boot (docs/PERFORMANCE.md).
+# Plain TCP, the optimized C devmem receiver, the kernel's C ncdevmem, our
+# cmd/ncdevmem and the library loop in one boot (docs/PERFORMANCE.md).
 # BENCH_FLAGS go to the in-VM driver, e.g. "-size 33554432 -runs 1" (CI).
 bench:
 	selftest/bench/run.sh $(BENCH_FLAGS)
+
+# Everything make bench needs, prebuilt, with the kernel and QEMU's .debs, in
+# BENCH_BUNDLE, for a machine without Go, gcc or apt: BENCH_BUNDLE/run.sh there.
+.PHONY: bench-bundle
+bench-bundle:
+	selftest/bench/run.sh --bundle $${BENCH_BUNDLE:?set BENCH_BUNDLE=dir}
 
 clean:
 	rm -rf $(BIN)

@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"strconv"
+	"unsafe"
 )
 
 // dmabufCmsgLen is sizeof(struct dmabuf_cmsg), the payload of both
@@ -67,19 +68,41 @@ func (l cmsgLayout) word(b []byte) uint64 {
 	return uint64(l.u32(b))
 }
 
-// DevmemCmsgSpace is CMSG_SPACE(sizeof(struct dmabuf_cmsg)) on this
-// architecture: the control-buffer bytes one frag takes (40 on 64-bit, 36 on
-// 32-bit).
-var DevmemCmsgSpace = nativeCmsgLayout.space(dmabufCmsgLen)
+// devmemCmsgSpace is CMSG_SPACE(sizeof(struct dmabuf_cmsg)) in this
+// program's ABI: the control-buffer bytes each devmem control message
+// consumes (40 on 64-bit, 36 on 32-bit, where struct cmsghdr is 12 bytes).
+const devmemCmsgSpace = int(unsafe.Sizeof(uintptr(0))) + 8 + dmabufCmsgLen
 
-// MaxFrags returns the largest number of frags that a control buffer of
-// controlLen bytes can describe, which is a []Frag length that
-// ParseControl never overflows.
-func MaxFrags(controlLen int) int {
-	if controlLen <= 0 {
+// devmemCmsgNeed is the free control-buffer space the kernel demands before
+// it writes one more devmem control message. put_cmsg_notrunc compares
+// msg_controllen against the kernel's own CMSG_LEN(24), so for a 32-bit
+// program on a 64-bit kernel (compat) it is the 64-bit 40 while each message
+// still consumes the compat 36. Set once at init (compat.go).
+var devmemCmsgNeed = devmemCmsgSpace
+
+// controlLen returns the control-buffer length in which the kernel writes
+// at most k devmem control messages and, for k > 0, at least k when it has
+// that many frags to report: the first needs devmemCmsgNeed bytes, each
+// further one devmemCmsgSpace more.
+func controlLen(k int) int {
+	if k <= 0 {
 		return 0
 	}
-	return controlLen / DevmemCmsgSpace
+	return devmemCmsgNeed + (k-1)*devmemCmsgSpace
+}
+
+// MaxFrags returns the largest number of frags one recvmsg can report with
+// a control buffer of controlLen bytes (the buffer's size, not the
+// msg_controllen recvmsg returns), which is a []Frag length that
+// ParseControl never overflows for what that call wrote. It accounts for a
+// 32-bit program on a 64-bit kernel, where the kernel wants 40 free bytes
+// for each 36-byte message. 0 means the buffer is too small for even one:
+// recvmsg fails with ETOOSMALL (ErrControlTooSmall).
+func MaxFrags(controlLen int) int {
+	if controlLen < devmemCmsgNeed {
+		return 0
+	}
+	return (controlLen-devmemCmsgNeed)/devmemCmsgSpace + 1
 }
 
 // ParseControl parses the control data returned by a recvmsg with

@@ -82,14 +82,14 @@ func FuzzParseControl(f *testing.F) {
 			if bad {
 				t.Fatalf("no error, reference found malformed data")
 			}
-			if diff := cmp.Diff(want, frags[:n], cmpopts.EquateEmpty()); diff != "" {
+			if diff := cmp.Diff(want, frags[:n], cmpopts.EquateEmpty(), cmp.AllowUnexported(Frag{})); diff != "" {
 				t.Fatalf("frags (-want +got):\n%s", diff)
 			}
 		case errors.Is(err, ErrTooManyFrags):
 			if n != len(frags) || len(want) <= n {
 				t.Fatalf("ErrTooManyFrags with n = %d, cap %d, reference has %d", n, len(frags), len(want))
 			}
-			if diff := cmp.Diff(want[:n], frags[:n], cmpopts.EquateEmpty()); diff != "" {
+			if diff := cmp.Diff(want[:n], frags[:n], cmpopts.EquateEmpty(), cmp.AllowUnexported(Frag{})); diff != "" {
 				t.Fatalf("frags (-want +got):\n%s", diff)
 			}
 		case errors.Is(err, ErrMalformedControl):
@@ -99,7 +99,7 @@ func FuzzParseControl(f *testing.F) {
 			if n > len(want) {
 				t.Fatalf("n = %d beyond the reference's %d", n, len(want))
 			}
-			if diff := cmp.Diff(want[:n], frags[:n], cmpopts.EquateEmpty()); diff != "" {
+			if diff := cmp.Diff(want[:n], frags[:n], cmpopts.EquateEmpty(), cmp.AllowUnexported(Frag{})); diff != "" {
 				t.Fatalf("frags (-want +got):\n%s", diff)
 			}
 		default:

@@ -274,7 +274,7 @@ func TestControlGolden(t *testing.T) {
 			if !errors.Is(err, c.wantErr) || (err == nil) != (c.wantErr == nil) {
 				t.Fatalf("err = %v, want %v", err, c.wantErr)
 			}
-			if diff := cmp.Diff(c.want, frags[:n], cmpopts.EquateEmpty()); diff != "" {
+			if diff := cmp.Diff(c.want, frags[:n], cmpopts.EquateEmpty(), cmp.AllowUnexported(Frag{})); diff != "" {
 				t.Fatalf("frags (-want +got):\n%s", diff)
 			}
 			// Another ABI's level or type numbers never match by accident
@@ -287,11 +287,43 @@ func TestControlGolden(t *testing.T) {
 	}
 }
 
+// TestMaxFrags checks the sizing against the kernel's rule
+// (put_cmsg_notrunc, then put_cmsg or put_cmsg_compat): a devmem message is
+// written while msg_controllen is at least the kernel's CMSG_LEN(24), and
+// takes CMSG_SPACE(24) of the program's ABI.
 func TestMaxFrags(t *testing.T) {
-	if got, want := MaxFrags(80000), 80000/DevmemCmsgSpace; got != want {
-		t.Fatalf("MaxFrags(80000) = %d, want %d", got, want)
-	}
-	if MaxFrags(-1) != 0 || MaxFrags(DevmemCmsgSpace-1) != 0 {
-		t.Fatal("MaxFrags of a too-small buffer is not 0")
+	for _, tc := range []struct {
+		name        string
+		need, space int
+	}{
+		{"64-bit", 40, 40},
+		{"32-bit", 36, 36},
+		{"32-bit on a 64-bit kernel", 40, 36},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if tc.space != devmemCmsgSpace {
+				t.Skipf("this program's cmsg space is %d", devmemCmsgSpace)
+			}
+			defer func(old int) { devmemCmsgNeed = old }(devmemCmsgNeed)
+			devmemCmsgNeed = tc.need
+			kernelFills := func(controllen int) int {
+				n := 0
+				for controllen >= tc.need {
+					controllen -= tc.space
+					n++
+				}
+				return n
+			}
+			for c := -1; c < 3000; c++ {
+				if got, want := MaxFrags(c), kernelFills(c); got != want {
+					t.Fatalf("MaxFrags(%d) = %d, the kernel fills %d", c, got, want)
+				}
+			}
+			for k := 1; k < 100; k++ {
+				if got := kernelFills(controlLen(k)); got != k {
+					t.Fatalf("controlLen(%d) = %d holds %d messages", k, controlLen(k), got)
+				}
+			}
+		})
 	}
 }

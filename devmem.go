@@ -8,7 +8,9 @@
 //  1. Make or import a dma-buf ([NewUDMABuf], or a GPU exporter such as the
 //     cuda subpackage).
 //  2. Prepare the NIC: header split on, hds-thresh 0, RSS away from the
-//     devmem queues, a flow-steering rule to them (see [NIC]).
+//     devmem queues, a flow-steering rule to them (package
+//     github.com/devmem-go/devmem/nic does this and undoes exactly its own
+//     changes afterwards).
 //  3. Bind the dma-buf to the RX queues with [BindRX]. The [Binding] lives
 //     exactly as long as its own netlink socket: Close unbinds.
 //  4. Receive with a [Receiver] over the accepted *net.TCPConn. Each call
@@ -25,64 +27,26 @@
 // own message (netlink extended ack) and matching errors.Is on the errno and
 // on os.ErrPermission, os.ErrNotExist and [ErrNotSupported].
 //
-// Outside Linux every entry point returns [ErrNotSupported].
+// Outside Linux every entry point returns a [*NotSupportedError] (in an
+// [*Error]), which
+// matches [ErrNotSupported] and errors.ErrUnsupported.
 package devmem
 
 import (
 	"errors"
-	"os"
-	"strings"
+	"net"
+	"runtime"
+
+	"github.com/devmem-go/devmem/internal/errs"
 )
-
-// FragKind says where the bytes of a Frag are.
-type FragKind uint8
-
-const (
-	// FragLinear bytes were copied into the caller's buffer: the NIC did not
-	// split them off into device memory (SO_DEVMEM_LINEAR). They carry no
-	// token.
-	FragLinear FragKind = iota + 1
-	// FragDMABuf bytes are in the dma-buf identified by DMABufID, at Offset
-	// (SO_DEVMEM_DMABUF). Their token must be returned.
-	FragDMABuf
-)
-
-func (k FragKind) String() string {
-	switch k {
-	case FragLinear:
-		return "linear"
-	case FragDMABuf:
-		return "dmabuf"
-	}
-	return "FragKind(" + itoa(uint64(k)) + ")"
-}
-
-// Frag is one piece of received payload, in stream order.
-type Frag struct {
-	Kind FragKind
-	// Offset is, for FragDMABuf, the byte offset in the dma-buf where the
-	// payload starts; for FragLinear, the offset in the receive buffer.
-	Offset uint64
-	// Size is the number of payload bytes.
-	Size uint32
-	// Token identifies the frag to SO_DEVMEM_DONTNEED (FragDMABuf only;
-	// never 0 for a real frag).
-	Token uint32
-	// DMABufID is the id of the binding the frag belongs to (FragDMABuf
-	// only).
-	DMABufID uint32
-}
-
-// ETOOSMALL is the kernel-internal errno (525) recvmsg returns when the
-// control buffer cannot hold even one devmem control message. It has no
-// name in libc or x/sys.
-const ETOOSMALL = Errno(525)
 
 var (
-	// ErrNotSupported is returned when the running kernel, the device or the
-	// operating system lacks what an operation needs. Errors that wrap it
-	// name the minimum kernel version where one applies.
-	ErrNotSupported = errors.New("not supported")
+	// ErrNotSupported is returned, wrapped, when the running kernel, the
+	// device or the operating system lacks what an operation needs. It
+	// matches errors.ErrUnsupported too. The errors that carry it are
+	// usually a [*NotSupportedError], which names the missing feature and
+	// the first kernel that has it, or an [*Error] with errno EOPNOTSUPP.
+	ErrNotSupported = errs.ErrNotSupported
 
 	// ErrControlTooSmall means the control buffer could not hold even one
 	// devmem control message (errno 525, ETOOSMALL).
@@ -102,78 +66,63 @@ var (
 	ErrMalformedControl = errors.New("malformed control message")
 )
 
-// Error is the error type of every kernel refusal. It carries the operation,
-// the errno and, for netlink operations, the kernel's extended-ack message.
-type Error struct {
-	// Op names the operation: "bind-rx", "recvmsg", "setsockopt
-	// SO_DEVMEM_DONTNEED", ...
-	Op string
-	// Errno is the kernel's error number (0 when Err is not an errno).
-	Errno Errno
-	// Message is the kernel's extended-ack text, if any.
-	Message string
-	// Err is the underlying error: a package sentinel, or Errno.
-	Err error
-}
+// Error is the error type of every kernel refusal, here and in the nic
+// subpackage. Its fields:
+//
+//	Op      string  // the operation: "bind-rx", "recvmsg", "ethtool SRXCLSRLINS", ...
+//	Errno   syscall.Errno // the kernel's error number; 0 when the failure is not an errno
+//	Message string  // the kernel's extended-ack text (netlink), or a hint of ours
+//	Err     error   // the underlying error: a package sentinel, or the errno
+//
+// errors.Is matches the errno, Err, and the portable sentinels: EPERM and
+// EACCES match os.ErrPermission, ENODEV and ENOENT os.ErrNotExist,
+// EOPNOTSUPP [ErrNotSupported] and errors.ErrUnsupported. (The type is
+// defined in an internal package so that package nic returns it without
+// importing this one.)
+type Error = errs.Error
 
-func (e *Error) Error() string {
-	var b strings.Builder
-	b.WriteString("devmem: ")
-	b.WriteString(e.Op)
-	b.WriteString(": ")
-	switch {
-	case e.Err != nil:
-		b.WriteString(e.Err.Error())
-	case e.Errno != 0:
-		b.WriteString(e.Errno.Error())
-	default:
-		b.WriteString("unknown error")
-	}
-	if e.Errno != 0 && e.Err != nil && !errors.Is(e.Err, e.Errno) {
-		b.WriteString(" (")
-		b.WriteString(e.Errno.Error())
-		b.WriteString(")")
-	}
-	if e.Message != "" {
-		b.WriteString(": ")
-		b.WriteString(e.Message)
-	}
-	return b.String()
-}
+// NotSupportedError says that the running kernel, the device or the
+// operating system lacks a feature an operation needs. The package returns
+// it inside an [*Error] (for the "devmem: OP: " prefix). Its fields:
+//
+//	Op        string // the operation that needed it: "bind-rx", "open nic", ...
+//	Feature   string // what is missing: "rx-page-size", "generic netlink family ethtool", ...
+//	MinKernel string // the first Linux version that has Feature ("6.12"); "" when none does
+//	Err       error  // the refusal that revealed the lack, or nil
+//
+// It matches [ErrNotSupported] and errors.ErrUnsupported with errors.Is,
+// so callers that only want to know "unsupported?" need not name it;
+// errors.As gets the version:
+//
+//	var nse *devmem.NotSupportedError
+//	if errors.As(err, &nse) && nse.MinKernel != "" {
+//		log.Printf("%s needs Linux %s", nse.Feature, nse.MinKernel)
+//	}
+type NotSupportedError = errs.NotSupportedError
 
-// Unwrap returns the underlying error and the errno, so errors.Is matches
-// both (for example ErrControlTooSmall and ETOOSMALL).
-func (e *Error) Unwrap() []error {
-	var errs []error
-	if e.Err != nil {
-		errs = append(errs, e.Err)
-	}
-	if e.Errno != 0 {
-		errs = append(errs, e.Errno)
-	}
-	return errs
-}
-
-// Is maps errnos to the portable sentinels: EPERM and EACCES to
-// os.ErrPermission, ENODEV and ENOENT to os.ErrNotExist, EOPNOTSUPP to
-// ErrNotSupported.
-func (e *Error) Is(target error) bool {
-	switch target {
-	case os.ErrPermission:
-		return e.Errno == _EPERM || e.Errno == _EACCES
-	case os.ErrNotExist:
-		return e.Errno == _ENODEV || e.Errno == _ENOENT
-	case ErrNotSupported:
-		return e.Errno == _EOPNOTSUPP
-	}
-	return false
-}
+// sysErrno is the type of Error.Errno: syscall.Errno, or a number type on
+// Plan 9, which has no errnos. OS-neutral code names errnos with it.
+type sysErrno = errs.Errno
 
 // errNotSupportedBefore builds the error for a feature the running kernel
 // lacks, naming the first kernel that has it.
 func errNotSupportedBefore(op, feature, version string) error {
-	return &Error{Op: op, Err: ErrNotSupported, Message: feature + " requires Linux " + version + " or later"}
+	return errs.NotSupportedBefore(op, feature, version)
 }
+
+// errNotSupportedOS builds the error every entry point returns outside
+// Linux.
+//
+//lint:ignore U1000 for dmabuf_others.go and netdev_nl_others.go (lib-tx), which switch to it
+func errNotSupportedOS(op string) error {
+	return errs.NotSupportedOS(op, runtime.GOOS, runtime.GOARCH)
+}
+
+// errClosed builds the error of an operation on a closed Receiver, Sender,
+// Binding, TokenReleaser, DMABuf or Netdev: it matches net.ErrClosed.
+//
+//lint:ignore U1000 for recv.go, send.go, sockopt.go, netdev_nl.go, dmabuf.go (lib-rx, lib-tx)
+func errClosed(op string) error { return &Error{Op: op, Err: net.ErrClosed} }
 
 func itoa(v uint64) string {
 	var b [20]byte

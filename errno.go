@@ -1,23 +1,26 @@
-//go:build !plan9
-
 package devmem
 
-import "syscall"
+import "github.com/devmem-go/devmem/internal/errs"
 
-// Errno is the type of the kernel error numbers in Error: syscall.Errno
-// everywhere but Plan 9, which has none.
-type Errno = syscall.Errno
-
-// The errnos the OS-neutral code names, as syscall spells them.
+// The errnos the OS-neutral code names (syscall's on every GOOS but Plan 9,
+// Linux's numbers there).
 const (
-	_EACCES       = syscall.EACCES
-	_EBADF        = syscall.EBADF
-	_EFAULT       = syscall.EFAULT
-	_EHOSTUNREACH = syscall.EHOSTUNREACH
-	_EINVAL       = syscall.EINVAL
-	_ENOBUFS      = syscall.ENOBUFS
-	_ENODEV       = syscall.ENODEV
-	_ENOENT       = syscall.ENOENT
-	_EOPNOTSUPP   = syscall.EOPNOTSUPP
-	_EPERM        = syscall.EPERM
+	_EACCES       = errs.EACCES
+	_EBADF        = errs.EBADF
+	_EFAULT       = errs.EFAULT
+	_EHOSTUNREACH = errs.EHOSTUNREACH
+	_EINVAL       = errs.EINVAL
+	_ENOBUFS      = errs.ENOBUFS
+	_ENODEV       = errs.ENODEV
+	_ENOENT       = errs.ENOENT
+	_EOPNOTSUPP   = errs.EOPNOTSUPP
+	_EPERM        = errs.EPERM
+)
+
+// Transitional: recv.go, sockopt.go and send.go (lib-rx, lib-tx) still name
+// the type Errno; once they say sysErrno, delete this. Not part of the 1.0
+// API.
+type (
+	// Deprecated: use syscall.Errno; Error.Errno is one.
+	Errno = sysErrno
 )

@@ -1,6 +1,7 @@
 package devmem_test
 
 import (
+	"context"
 	"errors"
 	"io"
 	"log"
@@ -17,8 +18,8 @@ func consume(payload []byte) {}
 // receive frags, consume the payload where it landed, return the tokens.
 func ExampleReceiver() {
 	var (
-		bindingID uint32 // Binding.ID() of the bind-rx for the steered queue
-		mem       []byte // the dma-buf's mapping (DMABuf.Map)
+		binding *devmem.Binding // from BindRX, for the steered queue
+		mem     []byte          // the dma-buf's mapping (DMABuf.Map)
 	)
 	ln, err := net.Listen("tcp", ":5201")
 	if err != nil {
@@ -30,9 +31,7 @@ func ExampleReceiver() {
 	}
 	defer c.Close()
 
-	r, err := devmem.NewReceiver(c.(*net.TCPConn), &devmem.ReceiverConfig{
-		DMABufIDs: []uint32{bindingID},
-	})
+	r, err := devmem.NewReceiver(c.(*net.TCPConn), binding, nil)
 	if err != nil {
 		log.Fatal(err)
 	}
@@ -54,14 +53,15 @@ func ExampleReceiver() {
 			case devmem.FragLinear:
 				consume(msg.Linear[f.Offset : f.Offset+uint64(f.Size)])
 			case devmem.FragDMABuf:
-				if f.DMABufID == bindingID {
+				if f.DMABufID == binding.ID() {
 					consume(mem[f.Offset : f.Offset+uint64(f.Size)])
 				}
 			}
 		}
 		// Frags come back even with an error (ErrForeignDMABuf, for
-		// example): release them all, then deal with the error.
-		if _, rerr := r.Release(msg.Frags); rerr != nil {
+		// example): release them all, then deal with the error. Done
+		// returns the tokens in batches (Release would return them now).
+		if rerr := r.Done(msg.Frags); rerr != nil {
 			log.Print(rerr)
 		}
 		if errors.Is(err, devmem.ErrForeignDMABuf) {
@@ -72,29 +72,45 @@ func ExampleReceiver() {
 	}
 }
 
-// Return tokens in batches of up to 1024 per system call.
-func ExampleTokenBatcher() {
-	var conn *net.TCPConn // accepted, steered to a bound RX queue
-	r, err := devmem.NewReceiver(conn, nil)
+// Consume on other goroutines: RecvInto fills a Message the caller owns,
+// so it can travel; each consumer hands its frags back with Done, which
+// refuses frags released twice or taken from another Receiver.
+func ExampleReceiver_RecvInto() {
+	var (
+		conn    *net.TCPConn    // accepted, steered to a bound RX queue
+		binding *devmem.Binding // from BindRX
+	)
+	r, err := devmem.NewReceiver(conn, binding, &devmem.ReceiverConfig{MaxOutstanding: 2048})
 	if err != nil {
 		log.Fatal(err)
 	}
 	defer r.Close()
-	b := devmem.NewTokenBatcher(r, &devmem.TokenBatcherConfig{Threshold: 512})
-	defer func() {
-		if err := b.Close(); err != nil {
-			log.Print(err)
+	free := make(chan *devmem.Message, 4)
+	for range cap(free) {
+		free <- new(devmem.Message)
+	}
+	work := make(chan *devmem.Message)
+	go func() {
+		for m := range work {
+			// ... consume m.Frags where they landed ...
+			if err := r.Done(m.Frags); err != nil {
+				log.Print(err)
+			}
+			free <- m
 		}
-		log.Printf("%+v", b.Stats())
 	}()
+	defer close(work)
 	for {
-		msg, err := r.Recv()
-		if err == io.EOF {
-			return
+		m := <-free
+		err := r.RecvInto(context.Background(), m)
+		if len(m.Frags) > 0 {
+			work <- m
+		} else {
+			free <- m
 		}
-		// ... consume msg.Frags ...
-		if err := b.Add(msg.Frags); err != nil {
-			log.Print(err)
+		if err == io.EOF {
+			log.Printf("%+v", r.Stats())
+			return
 		}
 		if err != nil {
 			log.Print(err)
@@ -103,11 +119,36 @@ func ExampleTokenBatcher() {
 	}
 }
 
+// Return tokens of frags received by other means (ParseControl) in
+// batches of up to 1024 per system call.
+func ExampleTokenBatcher() {
+	var conn *net.TCPConn // receiving devmem data through recvmsg of its own
+	rel, err := devmem.NewTokenReleaser(conn)
+	if err != nil {
+		log.Fatal(err)
+	}
+	b := devmem.NewTokenBatcher(rel, &devmem.TokenBatcherConfig{Threshold: 512})
+	defer func() {
+		if err := b.Close(); err != nil {
+			log.Print(err)
+		}
+		log.Printf("%+v", b.Stats())
+	}()
+	var frags []devmem.Frag // from ParseControl, consumed
+	if err := b.Add(frags); err != nil {
+		log.Print(err)
+	}
+}
+
 // Parsing control data from a recvmsg made by other means.
 func ExampleParseControl() {
-	var oob []byte // msg_control[:msg_controllen] of recvmsg(MSG_SOCK_DEVMEM)
-	frags := make([]devmem.Frag, devmem.MaxFrags(len(oob)))
-	n, err := devmem.ParseControl(oob, frags)
+	var (
+		control []byte // the control buffer given to recvmsg(MSG_SOCK_DEVMEM)
+		n       int    // the msg_controllen it returned
+	)
+	// MaxFrags of the buffer's size bounds what one call can report.
+	frags := make([]devmem.Frag, devmem.MaxFrags(len(control)))
+	n, err := devmem.ParseControl(control[:n], frags)
 	if err != nil {
 		log.Fatal(err)
 	}

@@ -142,6 +142,10 @@ type Queue struct {
 	IOUring bool
 	// XSK is true when an AF_XDP socket uses the queue.
 	XSK bool
+	// Lease is, on a physical device's RX queue leased to a virtual device,
+	// the virtual queue holding it (Linux 7.1); nil otherwise. A leased
+	// virtual queue reports the physical queue's DMABuf, IOUring and XSK.
+	Lease *Lease
 }
 
 // PagePool is a kernel page pool (page-pool-get). A pool that serves a bound

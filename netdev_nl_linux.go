@@ -332,6 +332,8 @@ func decodeQueue(b []byte) (Queue, error) {
 			q.IOUring = true
 		case _NETDEV_A_QUEUE_XSK:
 			q.XSK = true
+		case _NETDEV_A_QUEUE_LEASE:
+			q.Lease = decodeLease(ad) // lease_linux.go
 		}
 	})
 	if err != nil {

@@ -11,16 +11,35 @@ import (
 	"time"
 )
 
-// opRecvmsg is the Op of every Receiver error.
+// opRecvmsg is the Op of every Receiver error from receiving.
 const opRecvmsg = "recvmsg"
+
+// opNewReceiver is the Op of NewReceiver's errors.
+const opNewReceiver = "NewReceiver"
 
 // DefaultBufferSize is ReceiverConfig.BufferSize's default: ncdevmem's
 // per-call budget.
 const DefaultBufferSize = 819200
 
-// ErrTooManyOutstanding means a Receiver with MaxOutstanding set holds that
-// many unreleased tokens: release some before receiving more.
-var ErrTooManyOutstanding = errors.New("too many devmem tokens outstanding")
+// errnoTooSmall is ETOOSMALL, the kernel-internal errno (525) recvmsg
+// returns when the control buffer cannot hold even one devmem control
+// message. It has no name in libc or x/sys; errors carry it as Errno
+// together with ErrControlTooSmall.
+const errnoTooSmall = Errno(525)
+
+var (
+	// ErrTooManyOutstanding means a Receiver with MaxOutstanding set holds
+	// that many tokens that the caller has not released: release some
+	// before receiving more.
+	ErrTooManyOutstanding = errors.New("too many devmem tokens outstanding")
+
+	// ErrNotOwned means a frag handed to Release or Done is not
+	// outstanding on that Receiver: it was released already (its message
+	// is stale: the kernel may have reissued the token to another frag),
+	// it came from another Receiver, or it did not come from a Receiver
+	// at all. Its token is not sent to the kernel.
+	ErrNotOwned = errors.New("frag not held from this receiver (already released, or received elsewhere)")
+)
 
 // ReceiverConfig configures a Receiver. The zero value is usable.
 type ReceiverConfig struct {
@@ -31,13 +50,14 @@ type ReceiverConfig struct {
 	BufferSize int
 
 	// ControlSize is the size of the control buffer. The kernel stops
-	// filling a call when the next devmem control message would not fit
-	// (and fails with ETOOSMALL only when not even one fits), so this
-	// trades memory for calls, never data. Default: room for one frag per
-	// KiB of BufferSize plus 64, DevmemCmsgSpace bytes each (34560 bytes
-	// for the default BufferSize on 64-bit): frags are at most a page
-	// (or rx-page-size) and at least one TCP segment's payload apart from
-	// the pieces at skb edges.
+	// filling a call when the next devmem control message would not fit,
+	// so this trades memory for calls, never data; it must have room for
+	// at least one message (MaxFrags(ControlSize) >= 1), else NewReceiver
+	// fails with ErrControlTooSmall. Default: room for one frag per KiB of
+	// BufferSize plus 64 (34560 bytes on 64-bit for the default
+	// BufferSize): frags are at most a page (or rx-page-size) and at
+	// least one TCP segment's payload apart from the pieces at skb and
+	// buffer edges.
 	ControlSize int
 
 	// Strict makes the receiver refuse data that is not in device memory
@@ -52,29 +72,63 @@ type ReceiverConfig struct {
 	// anyway, Recv returns ErrNotDevmem with the frags.
 	Strict bool
 
-	// DMABufIDs lists the binding ids this receiver expects (Binding IDs
-	// from bind-rx). A frag from any other dma-buf makes Recv return an
-	// error matching ErrForeignDMABuf, together with all the frags, so
-	// their tokens can still be released. Empty: no check.
-	DMABufIDs []uint32
+	// Bindings are further RX bindings whose dma-bufs may feed this
+	// socket, besides the one given to NewReceiver: a flow steered to
+	// queues bound to different dma-bufs. A frag from any other dma-buf
+	// makes Recv return an error matching ErrForeignDMABuf, together with
+	// the frags, so their tokens can still be released.
+	Bindings []*Binding
 
-	// MaxOutstanding caps the tokens received and not yet released.
-	// When reached, Recv returns ErrTooManyOutstanding without reading,
-	// so a consumer that falls behind stops taking more of the NIC's
-	// buffers; TCP flow control then holds the sender back. Zero: no cap.
+	// MaxOutstanding caps the tokens received and not yet returned to the
+	// kernel (held by the caller, or released with Done and waiting for
+	// their batch). It is a hard bound: each recvmsg gets a control buffer
+	// with room for no more frags than are left, and with nothing left,
+	// Recv first returns the batch waiting, if any, else fails at once
+	// with ErrTooManyOutstanding, so a consumer that falls behind stops
+	// taking the NIC's buffers and TCP flow control holds the sender
+	// back. Zero: no cap.
 	MaxOutstanding int
+
+	// ReleaseBatch is how many tokens released with Done wait before one
+	// SO_DEVMEM_DONTNEED returns them. Default: a quarter of the buffers
+	// the receiver may hold (MaxOutstanding, else the bindings' buffer
+	// count), clamped to [1, 1024]; 64 when neither is known. So with 256
+	// buffers or more, the receiver makes at most one SO_DEVMEM_DONTNEED
+	// per 64 frags, whether the NIC or the consumer sets the pace. See
+	// Done for when a batch goes earlier.
+	ReleaseBatch int
+
+	// ReleaseDelay bounds how long tokens released with Done wait while
+	// the receiver is idle: when a Recv blocks for lack of data with a
+	// batch waiting, the batch goes back after this long. Default 10ms.
+	ReleaseDelay time.Duration
 }
 
-// A Message is what one Recv consumed from the stream.
+// DefaultReleaseDelay is ReceiverConfig.ReleaseDelay's default.
+const DefaultReleaseDelay = 10 * time.Millisecond
+
+// defaultReleaseBatch is ReleaseBatch when the receiver's token budget is
+// unknown: the smallest batch that still keeps SO_DEVMEM_DONTNEED calls at
+// 1/64 per frag.
+const defaultReleaseBatch = 64
+
+// rxBufferSize is the buffer size of a bound RX queue unless rx-page-size
+// says otherwise: one page.
+const rxBufferSize = 4096
+
+// A Message is what one receive consumed from the stream.
 //
-// Frags and Linear alias buffers owned by the Receiver and are valid until
-// the next Recv or RecvContext on it. The payload described by FragDMABuf
-// frags stays valid until their tokens are released.
+// From Recv and RecvContext, Frags and Linear alias buffers owned by the
+// Receiver and are valid until the next Recv or RecvContext on it: do not
+// hand such a Message to another goroutine. RecvInto fills a Message that
+// the caller owns instead: its Frags and Linear stay valid, and the Message
+// may travel, until the caller reuses it. The payload described by
+// FragDMABuf frags stays valid until their tokens are released.
 type Message struct {
 	// Frags are the pieces of payload in stream order. A FragLinear
 	// frag's bytes are Linear[Offset:Offset+Size]; a FragDMABuf frag's
 	// are in the dma-buf. Release every FragDMABuf frag's token once
-	// consumed.
+	// consumed (Release or Done).
 	Frags []Frag
 	// Linear is the bytes copied into the receive buffer: the linear
 	// parts of devmem skbs, or all of N when Readable.
@@ -92,22 +146,27 @@ type Message struct {
 // A Receiver receives devmem TCP data from one socket: recvmsg with
 // MSG_SOCK_DEVMEM through the Go runtime's poller, so a blocked Recv parks
 // only its goroutine and honours read deadlines. It keeps track of the
-// tokens it handed out until they are released, and releases the rest on
-// Close.
+// tokens it handed out until they are released, refuses to release a frag
+// it does not hold (ErrNotOwned), and releases the rest on Close.
 //
-// Recv and RecvContext may not be called concurrently with each other;
-// Release, ReleaseTokens, Outstanding and Close may be called from any
-// goroutine. Recv does not allocate once the receiver is warmed up.
+// Recv, RecvContext and RecvInto may not be called concurrently with each
+// other; Release, Done, Flush, Outstanding, Stats and Close may be called
+// from any goroutine. Receiving and releasing do not allocate once the
+// receiver (and, for RecvInto, the Message) is warmed up.
 type Receiver struct {
 	rc        syscall.RawConn
 	deadliner interface{ SetReadDeadline(time.Time) error }
 	strict    bool
-	ids       []uint32
+	bufSize   int
 	maxOut    int
+	// bindings keeps every binding reachable for the receiver's life:
+	// their ids are what frags are checked against.
+	bindings []*Binding
+	ids      []uint32
 
-	buf   []byte // linear bytes; nil when strict
+	buf   []byte // Recv's linear bytes; nil when strict
 	oob   []byte
-	frags []Frag
+	frags []Frag // Recv's frags
 
 	// recvMu serializes receives; Close takes it to wait out one in
 	// flight.
@@ -116,80 +175,236 @@ type Receiver struct {
 	// State of the current recvmsg, shared with the pre-bound read
 	// function so RawConn.Read does not allocate a closure.
 	sys    recvSys
+	ctlLen int // control bytes offered to this call
 	n      int
 	errno  Errno
 	readFn func(fd uintptr) bool
 
-	// mu guards outstanding and is held across each release, so a token
-	// the kernel frees and reissues to a concurrent Recv is removed
+	// mu guards everything below and is held across each release, so a
+	// token the kernel frees and reissues to a concurrent Recv is removed
 	// before it is added again.
-	mu          sync.Mutex
+	mu sync.Mutex
+	// outstanding are the tokens the kernel handed out and not yet got
+	// back; held maps each of those the caller may still release to the
+	// generation of the receive that returned it (0: not releasable, it
+	// is waiting in pending or its release failed).
 	outstanding tokenSet
+	held        []uint32
+	pending     []uint32
+	batch       int
+	budget      int // buffers the receiver may hold: MaxOutstanding, or the bindings' count, or 4*batch
+	delay       time.Duration
+	idle        *time.Timer
+	idleArmed   bool
+	stats       ReceiverStats
 	rel         TokenReleaser
 	relTokens   []uint32
 	relRanges   []TokenRange
 }
 
-// NewReceiver returns a Receiver for conn, an accepted *net.TCPConn whose
-// flow is steered to RX queues bound with BindRX. conn stays owned by the
-// caller and must stay open while the Receiver is used; a conn with a
-// SetReadDeadline method (any net.Conn) also enables RecvContext and lets
-// Close interrupt a blocked Recv. cfg may be nil.
-func NewReceiver(conn syscall.Conn, cfg *ReceiverConfig) (*Receiver, error) {
+// recvGen numbers receives process-wide, so a frag names the receive (and
+// thereby the Receiver) it came from.
+var recvGen atomic.Uint32
+
+func nextGen() uint32 {
+	for {
+		if g := recvGen.Add(1); g != 0 {
+			return g
+		}
+	}
+}
+
+// NewReceiver returns a Receiver for conn, an accepted TCP connection (a
+// *net.TCPConn) whose flow is steered to RX queues bound to b's dma-buf
+// (and cfg.Bindings'); frags from any other dma-buf are reported as
+// ErrForeignDMABuf. b must be an RX binding and stays referenced by the
+// Receiver; unbinding it (Binding.Close) while receiving stops devmem
+// delivery, it does not invalidate tokens already received.
+//
+// conn stays owned by the caller and must stay open while the Receiver is
+// used; a conn with a SetReadDeadline method (any net.Conn) also enables
+// RecvContext and lets Close interrupt a blocked Recv. cfg may be nil.
+// Bad arguments (a nil or closed conn, one that is not a connected TCP
+// socket, a missing or TX binding, a control buffer too small for one
+// message) are *Error values with Op "NewReceiver".
+func NewReceiver(conn syscall.Conn, b *Binding, cfg *ReceiverConfig) (*Receiver, error) {
+	r, err := newReceiver(b, cfg)
+	if err != nil {
+		return nil, err
+	}
+	rc, err := checkStreamConn(opNewReceiver, conn)
+	if err != nil {
+		return nil, err
+	}
+	var deadliner interface{ SetReadDeadline(time.Time) error }
+	if d, ok := conn.(interface{ SetReadDeadline(time.Time) error }); ok {
+		deadliner = d
+	}
+	r.start(rc, deadliner)
+	return r, nil
+}
+
+// newReceiver checks the bindings and the configuration and sizes the
+// receiver; start attaches it to a socket.
+func newReceiver(b *Binding, cfg *ReceiverConfig) (*Receiver, error) {
 	var c ReceiverConfig
 	if cfg != nil {
 		c = *cfg
 	}
-	if c.BufferSize <= 0 {
+	r := &Receiver{strict: c.Strict, maxOut: c.MaxOutstanding}
+	var bufBytes int64
+	for i, bb := range append([]*Binding{b}, c.Bindings...) {
+		if bb == nil {
+			what := "nil *Binding"
+			if i > 0 {
+				what = "nil *Binding in ReceiverConfig.Bindings"
+			}
+			return nil, &Error{Op: opNewReceiver, Errno: _EINVAL, Err: errors.New(what)}
+		}
+		if d := bb.Direction(); d != DirectionRX {
+			return nil, &Error{Op: opNewReceiver, Errno: _EINVAL, Err: errors.New("binding " + itoa(uint64(bb.ID())) +
+				" is a " + d.String() + " binding; a Receiver needs one made by BindRX")}
+		}
+		if c, ok := any(bb).(interface{ Closed() bool }); ok && c.Closed() {
+			return nil, &Error{Op: opNewReceiver, Errno: _EINVAL, Err: errors.New("binding " + itoa(uint64(bb.ID())) +
+				" is closed (unbound)")}
+		}
+		r.bindings = append(r.bindings, bb)
+		r.ids = append(r.ids, bb.ID())
+		bufBytes += bindingSize(bb)
+	}
+	if c.MaxOutstanding < 0 || c.BufferSize < 0 || c.ControlSize < 0 || c.ReleaseBatch < 0 || c.ReleaseDelay < 0 {
+		return nil, &Error{Op: opNewReceiver, Errno: _EINVAL, Err: errors.New("negative ReceiverConfig field")}
+	}
+	if c.BufferSize == 0 {
 		c.BufferSize = DefaultBufferSize
 	}
-	if c.ControlSize <= 0 {
-		c.ControlSize = DevmemCmsgSpace * (c.BufferSize/1024 + 64)
+	if c.ControlSize == 0 {
+		c.ControlSize = controlLen(c.BufferSize/1024 + 64)
 	}
-	r := &Receiver{
-		strict: c.Strict,
-		ids:    append([]uint32(nil), c.DMABufIDs...),
-		maxOut: c.MaxOutstanding,
-		oob:    make([]byte, c.ControlSize),
-		frags:  make([]Frag, max(1, MaxFrags(c.ControlSize))),
+	if MaxFrags(c.ControlSize) < 1 {
+		return nil, &Error{Op: opNewReceiver, Errno: errnoTooSmall, Err: ErrControlTooSmall,
+			Message: "ControlSize " + itoa(uint64(c.ControlSize)) + " is below one devmem control message (" +
+				itoa(uint64(controlLen(1))) + " bytes)"}
 	}
-	if err := r.rel.init(conn); err != nil {
-		return nil, err
+
+	budget := c.MaxOutstanding
+	if budget == 0 {
+		budget = int(bufBytes / rxBufferSize)
 	}
-	r.rc = r.rel.rc
-	r.rel.afterBatch = r.released
-	if d, ok := conn.(interface{ SetReadDeadline(time.Time) error }); ok {
-		r.deadliner = d
+	switch {
+	case c.ReleaseBatch > 0:
+		r.batch = c.ReleaseBatch
+	case budget > 0:
+		r.batch = min(max(budget/4, 1), maxDontneedFrags)
+	default:
+		r.batch = defaultReleaseBatch
 	}
+	if c.MaxOutstanding > 0 {
+		r.batch = min(r.batch, c.MaxOutstanding)
+	}
+	r.budget = budget
+	if r.budget == 0 {
+		r.budget = 4 * r.batch
+	}
+	r.delay = c.ReleaseDelay
+	if r.delay == 0 {
+		r.delay = DefaultReleaseDelay
+	}
+
+	r.bufSize = c.BufferSize
+	r.oob = make([]byte, c.ControlSize)
+	r.frags = make([]Frag, MaxFrags(c.ControlSize))
+	r.pending = make([]uint32, 0, r.batch)
 	if !r.strict {
 		r.buf = make([]byte, c.BufferSize)
 	}
-	r.initSys(c.BufferSize)
 	return r, nil
 }
 
+func (r *Receiver) start(rc syscall.RawConn, deadliner interface{ SetReadDeadline(time.Time) error }) {
+	r.rc = rc
+	r.deadliner = deadliner
+	r.rel.rc = rc
+	r.rel.control = r.rel.dontneed
+	r.rel.afterBatch = r.released
+	r.idle = time.AfterFunc(time.Hour, r.idleFlush)
+	r.idle.Stop()
+	r.initSys()
+}
+
+// bindingSize is the size of b's dma-buf in bytes, 0 where the Binding
+// does not say.
+func bindingSize(b *Binding) int64 {
+	if s, ok := any(b).(interface{ Size() int64 }); ok {
+		return s.Size()
+	}
+	return 0
+}
+
 // Recv receives the next chunk of the stream, blocking until data, EOF
-// (io.EOF), an error or the read deadline. Errors are *Error with Op
-// "recvmsg" and the errno; sentinels to expect: ErrNotDevmem (strict),
-// ErrForeignDMABuf, ErrControlTooSmall (ETOOSMALL), ErrMalformedControl,
+// (io.EOF), an error or the read deadline. The Message aliases the
+// Receiver's buffers until the next Recv (see Message; RecvInto fills a
+// Message of the caller's). Errors are *Error with Op "recvmsg" and the
+// errno; sentinels to expect: ErrNotDevmem (strict), ErrForeignDMABuf,
+// ErrControlTooSmall (ETOOSMALL), ErrMalformedControl,
 // ErrTooManyOutstanding, net.ErrClosed (after Close), and
 // os.ErrDeadlineExceeded. Whenever frags were received, the Message holds
 // them, error or not: release their tokens.
 func (r *Receiver) Recv() (Message, error) {
 	r.recvMu.Lock()
 	defer r.recvMu.Unlock()
-	if r.closed.Load() {
-		return Message{}, &Error{Op: opRecvmsg, Err: net.ErrClosed}
+	return r.recvLocked(r.frags, r.buf)
+}
+
+// RecvInto is Recv into a Message the caller owns: m.Frags and m.Linear
+// are overwritten, reusing their capacity (grown once to what the receiver
+// needs), and stay valid until the caller passes m to RecvInto again. So m
+// may go to another goroutine that consumes and releases its frags while
+// this one receives into another Message. m's previous frags must have been
+// released, or handed to Done, before: their tokens are not returned by
+// reusing m. ctx interrupts the receive as for RecvContext
+// (context.Background() for none).
+func (r *Receiver) RecvInto(ctx context.Context, m *Message) error {
+	if m == nil {
+		return &Error{Op: opRecvmsg, Err: errors.New("nil *Message")}
 	}
+	return r.withContext(ctx, func() error {
+		r.recvMu.Lock()
+		defer r.recvMu.Unlock()
+		if cap(m.Frags) < len(r.frags) {
+			m.Frags = make([]Frag, len(r.frags))
+		}
+		if !r.strict && cap(m.Linear) < r.bufSize {
+			m.Linear = make([]byte, r.bufSize)
+		}
+		var err error
+		*m, err = r.recvLocked(m.Frags[:len(r.frags)], m.Linear[:cap(m.Linear)])
+		return err
+	})
+}
+
+func (r *Receiver) recvLocked(frags []Frag, buf []byte) (Message, error) {
+	if r.closed.Load() {
+		return Message{Frags: frags[:0], Linear: buf[:0]}, &Error{Op: opRecvmsg, Err: net.ErrClosed}
+	}
+	r.ctlLen = len(r.oob)
 	if r.maxOut > 0 {
 		r.mu.Lock()
-		out := r.outstanding.n
-		r.mu.Unlock()
-		if out >= r.maxOut {
-			return Message{}, &Error{Op: opRecvmsg, Err: ErrTooManyOutstanding}
+		room := r.maxOut - r.outstanding.n
+		if room <= 0 && len(r.pending) > 0 {
+			r.flushLocked()
+			room = r.maxOut - r.outstanding.n
 		}
+		r.mu.Unlock()
+		if room <= 0 {
+			return Message{Frags: frags[:0], Linear: buf[:0]}, &Error{Op: opRecvmsg, Err: ErrTooManyOutstanding}
+		}
+		// Room for at most room control messages: one recvmsg cannot
+		// take more tokens than are left.
+		r.ctlLen = min(r.ctlLen, controlLen(room))
 	}
-	msg, err := r.recv()
+	msg, err := r.recv(frags, buf)
 	if err != nil && msg.N == 0 && r.closed.Load() {
 		// Close interrupted us through the read deadline.
 		err = &Error{Op: opRecvmsg, Err: net.ErrClosed}
@@ -206,14 +421,26 @@ var aLongTimeAgo = time.Unix(1, 0)
 // afterwards: don't combine RecvContext with SetReadDeadline on the same
 // conn. A cancellable ctx costs a few allocations per call.
 func (r *Receiver) RecvContext(ctx context.Context) (Message, error) {
+	var msg Message
+	err := r.withContext(ctx, func() error {
+		var err error
+		msg, err = r.Recv()
+		return err
+	})
+	return msg, err
+}
+
+// withContext runs recv, interrupting it through the read deadline when
+// ctx is done.
+func (r *Receiver) withContext(ctx context.Context, recv func() error) error {
 	if ctx.Done() == nil {
-		return r.Recv()
+		return recv()
 	}
 	if err := ctx.Err(); err != nil {
-		return Message{}, &Error{Op: opRecvmsg, Err: context.Cause(ctx)}
+		return &Error{Op: opRecvmsg, Err: context.Cause(ctx)}
 	}
 	if r.deadliner == nil {
-		return Message{}, &Error{Op: opRecvmsg, Err: errors.New("RecvContext needs a conn with SetReadDeadline")}
+		return &Error{Op: opRecvmsg, Err: errors.New("a cancellable context needs a conn with SetReadDeadline")}
 	}
 	var (
 		mu           sync.Mutex
@@ -227,7 +454,7 @@ func (r *Receiver) RecvContext(ctx context.Context) (Message, error) {
 			r.deadliner.SetReadDeadline(aLongTimeAgo)
 		}
 	})
-	msg, err := r.Recv()
+	err := recv()
 	if !stop() {
 		mu.Lock()
 		done = true
@@ -235,57 +462,155 @@ func (r *Receiver) RecvContext(ctx context.Context) (Message, error) {
 		mu.Unlock()
 		if interrupted {
 			r.deadliner.SetReadDeadline(time.Time{})
-			if err != nil && msg.N == 0 && errors.Is(err, os.ErrDeadlineExceeded) {
+			if err != nil && errors.Is(err, os.ErrDeadlineExceeded) {
 				err = &Error{Op: opRecvmsg, Err: context.Cause(ctx)}
 			}
 		}
 	}
-	return msg, err
+	return err
 }
 
 // Release returns the tokens of frags (FragDMABuf ones; linear frags carry
-// none) once their payload is consumed, and reports how many the kernel
-// freed. Tokens this receiver does not hold outstanding are not sent and
-// make the error a *ReleaseError, as does a short count from the kernel.
-// It does not allocate once warmed up.
+// none) to the kernel now, once their payload is consumed, and reports how
+// many the kernel freed. A frag this receiver does not hold (released
+// before, from another Receiver, or not from a Receiver) is not sent and
+// makes the error a *ReleaseError matching ErrNotOwned; the others are
+// released all the same. A short count from the kernel is a *ReleaseError
+// too. After Close it fails with net.ErrClosed. It does not allocate once
+// warmed up.
 func (r *Receiver) Release(frags []Frag) (freed int, err error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	r.relTokens = r.relTokens[:0]
-	requested := 0
-	for i := range frags {
-		if frags[i].Kind == FragDMABuf {
-			requested++
-			if r.outstanding.has(frags[i].Token) {
-				r.relTokens = append(r.relTokens, frags[i].Token)
-			}
-		}
+	if r.closed.Load() {
+		return 0, &Error{Op: opDontneed, Err: net.ErrClosed}
 	}
-	return r.releaseLocked(requested)
-}
-
-// ReleaseTokens is Release for bare tokens; it makes *Receiver a Releaser
-// for a TokenBatcher.
-func (r *Receiver) ReleaseTokens(tokens []uint32) (freed int, err error) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
 	r.relTokens = r.relTokens[:0]
-	for _, t := range tokens {
-		if r.outstanding.has(t) {
-			r.relTokens = append(r.relTokens, t)
-		}
-	}
-	return r.releaseLocked(len(tokens))
-}
-
-func (r *Receiver) releaseLocked(requested int) (int, error) {
+	requested, refused := r.claimLocked(frags, &r.relTokens)
 	if requested == 0 {
 		return 0, nil
 	}
-	r.relRanges = CoalesceTokens(r.relRanges[:0], r.relTokens)
+	freed, err = r.releaseLocked(r.relTokens, requested-refused)
+	if refused > 0 {
+		return freed, &ReleaseError{Requested: requested, Freed: freed, NotOwned: refused}
+	}
+	return freed, err
+}
+
+// Done hands frags whose payload is consumed back to the receiver, which
+// returns their tokens in batches: one SO_DEVMEM_DONTNEED per ReleaseBatch
+// tokens, or sooner when the NIC may need the buffers — when a Recv finds
+// MaxOutstanding reached, when a Recv is about to block with half of the
+// receiver's buffers (MaxOutstanding, or the bindings' buffer count) out,
+// and ReleaseDelay after a Recv blocked with a batch waiting. Ownership is
+// checked at once: frags the receiver does not hold are not taken and the
+// error matches ErrNotOwned. The error may also be that of a release this
+// call made (Stats counts what the kernel freed). After Close it fails
+// with net.ErrClosed.
+func (r *Receiver) Done(frags []Frag) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.closed.Load() {
+		return &Error{Op: opDontneed, Err: net.ErrClosed}
+	}
+	requested, refused := r.claimLocked(frags, &r.pending)
+	var err error
+	if len(r.pending) >= r.batch {
+		err = r.flushLocked()
+	}
+	if refused > 0 {
+		return &ReleaseError{Requested: requested, Freed: requested - refused, NotOwned: refused}
+	}
+	return err
+}
+
+// Flush returns every token waiting from Done now.
+func (r *Receiver) Flush() error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.closed.Load() {
+		return &Error{Op: opDontneed, Err: net.ErrClosed}
+	}
+	return r.flushLocked()
+}
+
+// claimLocked appends to *dst the tokens of frags that the caller may
+// release and marks them released by the caller; it counts the FragDMABuf
+// frags and those refused.
+func (r *Receiver) claimLocked(frags []Frag, dst *[]uint32) (requested, refused int) {
+	for i := range frags {
+		f := &frags[i]
+		if f.Kind != FragDMABuf {
+			continue
+		}
+		requested++
+		if f.gen == 0 || int(f.Token) >= len(r.held) || r.held[f.Token] != f.gen {
+			refused++
+			continue
+		}
+		r.held[f.Token] = 0
+		*dst = append(*dst, f.Token)
+	}
+	return requested, refused
+}
+
+// flushLocked releases the pending tokens.
+func (r *Receiver) flushLocked() error {
+	if r.idleArmed {
+		r.idle.Stop()
+		r.idleArmed = false
+	}
+	if len(r.pending) == 0 {
+		return nil
+	}
+	_, err := r.releaseLocked(r.pending, len(r.pending))
+	r.pending = r.pending[:0]
+	return err
+}
+
+// idleFlush is the ReleaseDelay timer: the receiver blocked with a batch
+// waiting.
+func (r *Receiver) idleFlush() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.idleArmed = false
+	if !r.closed.Load() {
+		r.flushLocked()
+	}
+}
+
+// beforeBlock runs when recvmsg found no data, before the goroutine parks:
+// the batch waiting goes back now if the NIC may run short of buffers,
+// else after ReleaseDelay unless something else sends it first.
+func (r *Receiver) beforeBlock() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if len(r.pending) == 0 {
+		return
+	}
+	if 2*r.outstanding.n >= r.budget {
+		r.flushLocked()
+		return
+	}
+	if !r.idleArmed {
+		r.idleArmed = true
+		r.idle.Reset(r.delay)
+	}
+}
+
+// releaseLocked returns tokens (which it sorts) to the kernel, with
+// requested the count the caller expects freed.
+func (r *Receiver) releaseLocked(tokens []uint32, requested int) (int, error) {
+	if len(tokens) == 0 {
+		return 0, nil
+	}
+	r.relRanges = CoalesceTokens(r.relRanges[:0], tokens)
 	r.rel.mu.Lock()
 	defer r.rel.mu.Unlock()
-	return r.rel.releaseLocked(r.relRanges, requested)
+	calls := r.rel.calls
+	freed, err := r.rel.releaseLocked(r.relRanges, requested)
+	r.stats.DontneedCalls += r.rel.calls - calls
+	r.stats.TokensFreed += uint64(max(freed, 0))
+	return freed, err
 }
 
 // released forgets a batch the kernel accepted (TokenReleaser.afterBatch;
@@ -293,12 +618,16 @@ func (r *Receiver) releaseLocked(requested int) (int, error) {
 func (r *Receiver) released(batch []TokenRange) {
 	for _, b := range batch {
 		for i := uint32(0); i < b.Count; i++ {
-			r.outstanding.remove(b.Start + i)
+			t := b.Start + i
+			if r.outstanding.remove(t) && int(t) < len(r.held) {
+				r.held[t] = 0
+			}
 		}
 	}
 }
 
-// Outstanding returns the number of tokens received and not yet released.
+// Outstanding returns the number of tokens received and not yet returned
+// to the kernel (including those waiting from Done).
 func (r *Receiver) Outstanding() int {
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -310,7 +639,7 @@ func (r *Receiver) Outstanding() int {
 // a read deadline, which Close clears afterwards) if the conn has
 // SetReadDeadline; otherwise Close waits for it. Close does not close the
 // conn. If the conn was closed already, the kernel released the tokens with
-// the socket and Close reports success.
+// the socket and Close reports success. Later calls return nil.
 func (r *Receiver) Close() error {
 	if r.closed.Swap(true) {
 		return nil
@@ -326,6 +655,10 @@ func (r *Receiver) Close() error {
 
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	r.idle.Stop()
+	r.idleArmed = false
+	r.pending = r.pending[:0]
+	clear(r.held)
 	requested := r.outstanding.n
 	if requested == 0 {
 		return nil
@@ -333,7 +666,10 @@ func (r *Receiver) Close() error {
 	r.relRanges = r.outstanding.appendRanges(r.relRanges[:0])
 	r.rel.mu.Lock()
 	defer r.rel.mu.Unlock()
-	_, err := r.rel.releaseLocked(r.relRanges, requested)
+	calls := r.rel.calls
+	freed, err := r.rel.releaseLocked(r.relRanges, requested)
+	r.stats.DontneedCalls += r.rel.calls - calls
+	r.stats.TokensFreed += uint64(max(freed, 0))
 	if errors.Is(err, net.ErrClosed) {
 		r.outstanding = tokenSet{}
 		return nil
@@ -342,24 +678,39 @@ func (r *Receiver) Close() error {
 }
 
 // finish builds the Message for n bytes whose control data parsed into
-// nf frags, and applies the receiver's checks. Tokens are recorded first:
-// whatever the error, the frags are returned so none is lost.
-func (r *Receiver) finish(n, nf int, perr error) (Message, error) {
-	msg := Message{Frags: r.frags[:nf], N: n}
-	linear, total := 0, 0
+// frags[:nf], with buf the linear bytes, and applies the receiver's checks.
+// Tokens are recorded first: whatever the error, the frags are returned so
+// none is lost.
+func (r *Receiver) finish(frags []Frag, buf []byte, n, nf int, perr error) (Message, error) {
+	msg := Message{Frags: frags[:nf], N: n, Linear: buf[:0]}
+	linear, total, tokens := 0, 0, 0
 	foreign := false
+	gen := nextGen()
 	r.mu.Lock()
 	for i := range msg.Frags {
 		f := &msg.Frags[i]
+		f.gen = gen
 		total += int(f.Size)
 		if f.Kind == FragLinear {
 			linear += int(f.Size)
 			continue
 		}
+		tokens++
 		r.outstanding.add(f.Token)
-		if len(r.ids) > 0 && !containsID(r.ids, f.DMABufID) {
+		if int(f.Token) >= len(r.held) {
+			r.growHeld(f.Token)
+		}
+		r.held[f.Token] = gen
+		if !r.ownID(f.DMABufID) {
 			foreign = true
 		}
+	}
+	r.stats.RecvCalls++
+	r.stats.Bytes += uint64(n)
+	r.stats.Frags += uint64(tokens)
+	r.stats.LinearBytes += uint64(linear)
+	if r.outstanding.n > r.stats.PeakOutstanding {
+		r.stats.PeakOutstanding = r.outstanding.n
 	}
 	r.mu.Unlock()
 	if perr != nil {
@@ -371,28 +722,38 @@ func (r *Receiver) finish(n, nf int, perr error) (Message, error) {
 			return msg, &Error{Op: opRecvmsg, Err: ErrNotDevmem, Message: "readable data copied by a strict receiver"}
 		}
 		// No devmem control message: the kernel copied readable data.
-		r.frags[0] = Frag{Kind: FragLinear, Size: uint32(n)}
-		msg.Frags = r.frags[:1]
-		msg.Linear = r.buf[:n]
+		frags[0] = Frag{Kind: FragLinear, gen: gen, Size: uint32(n)}
+		msg.Frags = frags[:1]
+		msg.Linear = buf[:n]
 		msg.Readable = true
+		r.mu.Lock()
+		r.stats.ReadableBytes += uint64(n)
+		r.mu.Unlock()
 		return msg, nil
 	}
 	if r.strict && linear > 0 {
 		return msg, &Error{Op: opRecvmsg, Err: ErrNotDevmem, Message: "linear bytes received by a strict receiver"}
 	}
-	if linear > len(r.buf) || total != n {
+	if linear > len(buf) || total != n {
 		return msg, &Error{Op: opRecvmsg, Err: &controlError{reason: "frag sizes sum to " + itoa(uint64(total)) +
 			" (" + itoa(uint64(linear)) + " linear), recvmsg returned " + itoa(uint64(n))}}
 	}
-	msg.Linear = r.buf[:linear]
+	msg.Linear = buf[:linear]
 	if foreign {
 		return msg, &Error{Op: opRecvmsg, Err: ErrForeignDMABuf}
 	}
 	return msg, nil
 }
 
-func containsID(ids []uint32, id uint32) bool {
-	for _, x := range ids {
+// growHeld makes r.held cover token t, like tokenSet: the kernel hands out
+// tokens lowest-free, so the slice stays near the peak outstanding.
+func (r *Receiver) growHeld(t uint32) {
+	r.held = append(r.held, make([]uint32, int(t)+1-len(r.held))...)
+	r.held = r.held[:cap(r.held)]
+}
+
+func (r *Receiver) ownID(id uint32) bool {
+	for _, x := range r.ids {
 		if x == id {
 			return true
 		}

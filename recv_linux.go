@@ -17,22 +17,19 @@ type recvSys struct {
 	iov unix.Iovec
 }
 
-func (r *Receiver) initSys(bufSize int) {
-	if r.buf != nil {
-		r.sys.iov.Base = &r.buf[0]
-	} // else strict: iov_base NULL, so copying readable data faults.
-	r.sys.iov.SetLen(bufSize)
+func (r *Receiver) initSys() {
 	r.readFn = r.recvmsg
 }
 
 // recvmsg is the RawConn.Read callback: one recvmsg(MSG_SOCK_DEVMEM),
-// returning false on EAGAIN so the poller parks the goroutine.
+// returning false on EAGAIN so the poller parks the goroutine — after
+// giving the release policy its chance to return tokens first.
 func (r *Receiver) recvmsg(fd uintptr) bool {
 	m := &r.sys.msg
 	m.Iov = &r.sys.iov
 	m.SetIovlen(1)
 	m.Control = &r.oob[0]
-	m.SetControllen(len(r.oob))
+	m.SetControllen(r.ctlLen)
 	m.Flags = 0
 	for {
 		n, _, errno := unix.Syscall(unix.SYS_RECVMSG, fd, uintptr(unsafe.Pointer(m)), unix.MSG_SOCK_DEVMEM)
@@ -40,6 +37,7 @@ func (r *Receiver) recvmsg(fd uintptr) bool {
 		case unix.EINTR:
 			continue
 		case unix.EAGAIN:
+			r.beforeBlock()
 			return false
 		}
 		r.n, r.errno = int(n), errno
@@ -47,26 +45,36 @@ func (r *Receiver) recvmsg(fd uintptr) bool {
 	}
 }
 
-func (r *Receiver) recv() (Message, error) {
-	if err := r.rc.Read(r.readFn); err != nil {
-		return Message{}, &Error{Op: opRecvmsg, Err: err}
+// recv makes one receive into frags and buf (the iovec; unused when
+// strict, whose iov_base is NULL so that copying readable data faults).
+func (r *Receiver) recv(frags []Frag, buf []byte) (Message, error) {
+	empty := Message{Frags: frags[:0], Linear: buf[:0]}
+	r.sys.iov.Base = nil
+	if !r.strict {
+		r.sys.iov.Base = &buf[0]
+	}
+	r.sys.iov.SetLen(r.bufSize)
+	err := r.rc.Read(r.readFn)
+	r.sys.iov.Base = nil // keep no pointer to a caller's buffer
+	if err != nil {
+		return empty, &Error{Op: opRecvmsg, Err: err}
 	}
 	switch r.errno {
 	case 0:
-	case ETOOSMALL:
-		return Message{}, &Error{Op: opRecvmsg, Errno: ETOOSMALL, Err: ErrControlTooSmall}
+	case errnoTooSmall:
+		return empty, &Error{Op: opRecvmsg, Errno: errnoTooSmall, Err: ErrControlTooSmall}
 	case unix.EFAULT:
 		if r.strict {
-			return Message{}, &Error{Op: opRecvmsg, Errno: unix.EFAULT, Err: ErrNotDevmem}
+			return empty, &Error{Op: opRecvmsg, Errno: unix.EFAULT, Err: ErrNotDevmem}
 		}
 		fallthrough
 	default:
-		return Message{}, &Error{Op: opRecvmsg, Errno: r.errno, Err: r.errno}
+		return empty, &Error{Op: opRecvmsg, Errno: r.errno, Err: r.errno}
 	}
 	if r.n == 0 {
-		return Message{}, io.EOF
+		return empty, io.EOF
 	}
-	controlLen := min(int(r.sys.msg.Controllen), len(r.oob))
-	nf, err := parseControl(nativeCmsgLayout, r.oob[:controlLen], r.frags)
-	return r.finish(r.n, nf, err)
+	controlLen := min(int(r.sys.msg.Controllen), r.ctlLen)
+	nf, err := parseControl(nativeCmsgLayout, r.oob[:controlLen], frags)
+	return r.finish(frags, buf, r.n, nf, err)
 }

@@ -4,6 +4,8 @@ package devmem
 
 type recvSys struct{}
 
-func (r *Receiver) initSys(bufSize int) {}
+func (r *Receiver) initSys() {}
 
-func (r *Receiver) recv() (Message, error) { return Message{}, ErrNotSupported }
+func (r *Receiver) recv(frags []Frag, buf []byte) (Message, error) {
+	return Message{}, ErrNotSupported
+}

@@ -1,6 +1,8 @@
 package devmem
 
 import (
+	"errors"
+	"reflect"
 	"strconv"
 	"sync"
 	"syscall"
@@ -16,17 +18,37 @@ const opDontneed = "setsockopt SO_DEVMEM_DONTNEED"
 // therefore means the caller returned tokens it did not hold, which is a
 // bug worth hearing about: those frags' buffers may still be pinned
 // elsewhere, or someone else's buffers were just recycled.
+//
+// A Receiver checks frags before the kernel sees them: those it did not
+// hand out, or that were released already, are counted in NotOwned and
+// never sent, and the error then matches ErrNotOwned.
 type ReleaseError struct {
 	// Requested is the number of tokens handed in.
 	Requested int
-	// Freed is the number the kernel (or, for a *Receiver, the
-	// receiver's own accounting) accepted.
+	// Freed is the number the kernel accepted (for Receiver.Done: the
+	// number the receiver took, to be released with their batch).
 	Freed int
+	// NotOwned is the number of frags a Receiver refused because it does
+	// not hold them (ErrNotOwned); they are part of Requested-Freed.
+	NotOwned int
 }
 
+// Error says how many tokens were refused or not freed, and why.
 func (e *ReleaseError) Error() string {
+	if e.NotOwned > 0 {
+		return "devmem: " + opDontneed + ": " + strconv.Itoa(e.NotOwned) + " of " +
+			strconv.Itoa(e.Requested) + " frags refused: " + ErrNotOwned.Error()
+	}
 	return "devmem: " + opDontneed + ": " + strconv.Itoa(e.Requested-e.Freed) + " of " +
 		strconv.Itoa(e.Requested) + " tokens were not freed (not outstanding on this socket)"
+}
+
+// Unwrap makes errors.Is match ErrNotOwned when a Receiver refused frags.
+func (e *ReleaseError) Unwrap() error {
+	if e.NotOwned > 0 {
+		return ErrNotOwned
+	}
+	return nil
 }
 
 // A TokenReleaser returns devmem tokens of one TCP socket to the kernel
@@ -53,29 +75,65 @@ type TokenReleaser struct {
 
 	// afterBatch, when set, sees each batch the kernel accepted.
 	afterBatch func(batch []TokenRange)
+	// calls counts SO_DEVMEM_DONTNEED calls made.
+	calls uint64
 }
 
-// NewTokenReleaser returns a TokenReleaser for conn, a TCP socket such as
-// a *net.TCPConn. The TokenReleaser does not own conn.
+// NewTokenReleaser returns a TokenReleaser for conn, a connected TCP socket
+// such as a *net.TCPConn. The TokenReleaser does not own conn. A nil or
+// closed conn, or one that is not a connected TCP socket, is an *Error
+// with Op "NewTokenReleaser".
 func NewTokenReleaser(conn syscall.Conn) (*TokenReleaser, error) {
-	r := &TokenReleaser{}
-	if err := r.init(conn); err != nil {
+	rc, err := checkStreamConn("NewTokenReleaser", conn)
+	if err != nil {
 		return nil, err
 	}
+	r := &TokenReleaser{rc: rc}
+	r.control = r.dontneed
 	return r, nil
 }
 
-func (r *TokenReleaser) init(conn syscall.Conn) error {
+// checkStreamConn returns conn's RawConn after checking that conn is a
+// live, connected TCP socket: nil (also a typed nil such as
+// (*net.TCPConn)(nil), whose methods panic), closed, not a socket, not a
+// stream, not TCP (SO_TYPE, SO_PROTOCOL) and listening sockets are errors
+// built here, for op.
+func checkStreamConn(op string, conn syscall.Conn) (syscall.RawConn, error) {
 	if !sockoptSupported {
-		return ErrNotSupported
+		return nil, &Error{Op: op, Err: ErrNotSupported}
+	}
+	if isNilConn(conn) {
+		return nil, &Error{Op: op, Errno: _EINVAL, Err: errors.New("nil conn")}
 	}
 	rc, err := conn.SyscallConn()
 	if err != nil {
-		return err
+		return nil, &Error{Op: op, Err: err}
 	}
-	r.rc = rc
-	r.control = r.dontneed
-	return nil
+	if rc == nil {
+		return nil, &Error{Op: op, Errno: _EINVAL, Err: errors.New("conn has no raw connection")}
+	}
+	if err := checkTCPSocket(rc); err != nil {
+		var e *Error
+		if errors.As(err, &e) {
+			e.Op = op
+			return nil, e
+		}
+		return nil, &Error{Op: op, Err: err}
+	}
+	return rc, nil
+}
+
+// isNilConn reports a nil interface or one holding a nil pointer, map, slice,
+// func or chan.
+func isNilConn(c any) bool {
+	if c == nil {
+		return true
+	}
+	switch v := reflect.ValueOf(c); v.Kind() {
+	case reflect.Pointer, reflect.Map, reflect.Slice, reflect.Func, reflect.Chan, reflect.Interface, reflect.UnsafePointer:
+		return v.IsNil()
+	}
+	return false
 }
 
 // ReleaseTokens returns tokens to the kernel and reports how many it freed.
@@ -120,6 +178,7 @@ func (r *TokenReleaser) releaseLocked(rs []TokenRange, requested int) (freed int
 		if err := r.rc.Control(r.control); err != nil {
 			return freed, &Error{Op: opDontneed, Err: err}
 		}
+		r.calls++
 		if r.errno != 0 {
 			return freed, &Error{Op: opDontneed, Errno: r.errno, Err: r.errno}
 		}

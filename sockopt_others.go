@@ -2,6 +2,10 @@
 
 package devmem
 
+import "syscall"
+
 const sockoptSupported = false
 
 func (r *TokenReleaser) dontneed(fd uintptr) {}
+
+func checkTCPSocket(rc syscall.RawConn) error { return ErrNotSupported }

@@ -21,7 +21,9 @@ const (
 // TokenRange is struct dmabuf_token: Count consecutive tokens from Start.
 // The kernel computes Start+i in uint32 arithmetic, so a range may wrap.
 type TokenRange struct {
+	// Start is the first token of the range (frag_token).
 	Start uint32
+	// Count is the number of consecutive tokens (token_count).
 	Count uint32
 }
 
@@ -134,8 +136,10 @@ func (s *tokenSet) appendRanges(dst []TokenRange) []TokenRange {
 	return dst
 }
 
-// A Releaser returns devmem tokens to the kernel: *Receiver and
-// *TokenReleaser. ReleaseTokens reports how many the kernel freed.
+// A Releaser returns devmem tokens to the kernel, such as a
+// *TokenReleaser. ReleaseTokens reports how many the kernel freed. (A
+// *Receiver is not one: bare tokens cannot say which receive they came
+// from; Receiver.Done batches with ownership checks.)
 type Releaser interface {
 	ReleaseTokens(tokens []uint32) (freed int, err error)
 }
@@ -186,9 +190,9 @@ type TokenBatcher struct {
 	closed    bool
 }
 
-// NewTokenBatcher returns a TokenBatcher that releases through rel (a
-// *Receiver, so its outstanding-token accounting stays exact, or a
-// *TokenReleaser).
+// NewTokenBatcher returns a TokenBatcher that releases through rel, such
+// as a *TokenReleaser for a socket received from by other means than a
+// Receiver.
 func NewTokenBatcher(rel Releaser, cfg *TokenBatcherConfig) *TokenBatcher {
 	threshold := maxDontneedFrags
 	if cfg != nil && cfg.Threshold > 0 {

@@ -47,14 +47,19 @@ func InNetns(ns *os.File, fn func() error) error {
 			errc <- err
 			return
 		}
-		defer orig.Close()
+		// orig is closed before each send on errc: a deferred Close would
+		// race the caller, who may count its descriptors as soon as it
+		// has the result (TestInPeerRestoresNetns did, under load).
 		if err := unix.Setns(int(ns.Fd()), unix.CLONE_NEWNET); err != nil {
+			orig.Close()
 			runtime.UnlockOSThread()
 			errc <- fmt.Errorf("setns: %w", err)
 			return
 		}
 		ferr := fn()
-		if err := unix.Setns(int(orig.Fd()), unix.CLONE_NEWNET); err != nil {
+		err = unix.Setns(int(orig.Fd()), unix.CLONE_NEWNET)
+		orig.Close()
+		if err != nil {
 			errc <- errors.Join(ferr, fmt.Errorf("restore netns: %w", err))
 			return // the thread stays locked and exits with this goroutine
 		}

@@ -8,6 +8,8 @@ func runMode(ctx context.Context, env *runEnv) error {
 		return runServer(ctx, env)
 	case modeClient:
 		return runClient(ctx, env)
+	case modeRestore:
+		return runRestore(env)
 	}
 	return runProbe(ctx, env)
 }

@@ -14,7 +14,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"reflect"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -23,6 +22,7 @@ import (
 	"time"
 
 	"github.com/devmem-go/devmem"
+	"github.com/devmem-go/devmem/nic"
 	"github.com/devmem-go/devmem/selftest"
 )
 
@@ -202,14 +202,14 @@ func peerSend(t *testing.T, r io.Reader, addr, port string, socatOpts ...string)
 }
 
 // nicState is the NIC state the tests compare before and after each run.
-func nicState(t *testing.T, topo *selftest.Topology) *devmem.NICState {
+func nicState(t *testing.T, topo *selftest.Topology) *nic.State {
 	t.Helper()
-	nic, err := devmem.OpenNIC(topo.IfName)
+	n, err := nic.Open(topo.IfName)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer nic.Close()
-	s, err := nic.Snapshot()
+	defer n.Close()
+	s, err := n.State()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -218,20 +218,10 @@ func nicState(t *testing.T, topo *selftest.Topology) *devmem.NICState {
 
 // checkRestored fails the test if the NIC state differs from before or a
 // dma-buf is still bound to one of its queues.
-func checkRestored(t *testing.T, topo *selftest.Topology, before *devmem.NICState) {
+func checkRestored(t *testing.T, topo *selftest.Topology, before *nic.State) {
 	t.Helper()
-	after := nicState(t, topo)
-	if !reflect.DeepEqual(before.Rings, after.Rings) {
-		t.Errorf("rings not restored: before %+v, after %+v", before.Rings, after.Rings)
-	}
-	if !reflect.DeepEqual(before.RSS, after.RSS) || before.RSSDefault != after.RSSDefault {
-		t.Errorf("RSS not restored: before %v (default %v), after %v (default %v)", before.RSS, before.RSSDefault, after.RSS, after.RSSDefault)
-	}
-	if !reflect.DeepEqual(before.Rules, after.Rules) || before.Ntuple != after.Ntuple {
-		t.Errorf("ntuple not restored: before %+v/%v, after %+v/%v", before.Rules, before.Ntuple, after.Rules, after.Ntuple)
-	}
-	if !reflect.DeepEqual(before.Channels, after.Channels) {
-		t.Errorf("channels not restored: before %+v, after %+v", before.Channels, after.Channels)
+	if after := nicState(t, topo); !after.Equal(before) {
+		t.Errorf("NIC not restored:\nbefore %v\nafter  %v", before, after)
 	}
 	nd, err := devmem.DialNetdev()
 	if err != nil {
@@ -623,4 +613,139 @@ func TestSameVerdictsAsC(t *testing.T) {
 			t.Errorf("probe: C ncdevmem exit %d, ours %d", codes[0], codes[1])
 		}
 	})
+}
+
+// sendFromPeer streams r from the peer netns to the server's port, from the
+// same source port (the 5-tuple rule of -c), in 64 KiB blocks.
+func sendFromPeer(t *testing.T, topo *selftest.Topology, p string, r io.Reader) {
+	t.Helper()
+	pn, _ := strconv.Atoi(p)
+	var c net.Conn
+	err := selftest.InPeer(func() error {
+		d := net.Dialer{LocalAddr: &net.TCPAddr{IP: topo.PeerAddr4.AsSlice(), Port: pn}}
+		var err error
+		c, err = d.Dial("tcp4", net.JoinHostPort(topo.Addr4.String(), p))
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := io.CopyBuffer(struct{ io.Writer }{c}, r, make([]byte, 64<<10)); err != nil {
+		t.Logf("sender: %v", err)
+	}
+	c.Close()
+}
+
+// TestTwoServersAtOnce runs two self-configuring servers on different
+// queues of one NIC. The first finishes and undoes its setup while the
+// second still waits for its client: the second must keep its flow rule,
+// RSS and header split, validate its stream, and the NIC must end as it
+// began. (With a snapshot restore, the first's exit deleted the second's
+// rule and reset RSS, and the second's data arrived in host memory.)
+func TestTwoServersAtOnce(t *testing.T) {
+	topo := selftest.Require(t)
+	before := nicState(t, topo)
+	const size = 4 << 20
+	for _, order := range []string{"queue 3 first", "queue 2 first"} {
+		t.Run(order, func(t *testing.T) {
+			p3, p2 := port(), port()
+			s3 := startServer(t, ncdevmemBin, serverArgs(topo, p3, "-t", "3", "-q", "1", "-v", "7", "--json")...)
+			waitListening(t, s3, p3)
+			s2 := startServer(t, ncdevmemBin, serverArgs(topo, p2, "-t", "2", "-q", "1", "-v", "7", "--json")...)
+			waitListening(t, s2, p2)
+			first, second := s3, s2
+			pf, ps := p3, p2
+			if order == "queue 2 first" {
+				first, second, pf, ps = s2, s3, p2, p3
+			}
+			sendFromPeer(t, topo, pf, newPattern(7, size))
+			if r := first.wait(t); r.code != 0 || r.sum.Bytes != size || r.sum.Validation != "passed" {
+				t.Errorf("first server: %v", r)
+			}
+			sendFromPeer(t, topo, ps, newPattern(7, size))
+			if r := second.wait(t); r.code != 0 || r.sum.Bytes != size || r.sum.Validation != "passed" {
+				t.Errorf("second server, after the first one's exit: %v", r)
+			}
+			checkRestored(t, topo, before)
+		})
+	}
+}
+
+// TestKilledServerUndone SIGKILLs a configured server (no undo runs) and
+// checks that its changes are undone by the next run, and by --restore.
+func TestKilledServerUndone(t *testing.T) {
+	topo := selftest.Require(t)
+	before := nicState(t, topo)
+	kill := func(t *testing.T) {
+		t.Helper()
+		p := port()
+		s := startServer(t, ncdevmemBin, serverArgs(topo, p, "-v", "7", "--json")...)
+		waitListening(t, s, p)
+		s.cmd.Process.Kill()
+		<-s.done
+		if nicState(t, topo).Equal(before) {
+			t.Fatal("the server changed nothing; nothing to undo")
+		}
+	}
+	t.Run("by --restore", func(t *testing.T) {
+		kill(t)
+		// The second run undoes the first's leftovers before its own
+		// setup, so one journal is left for --restore.
+		kill(t)
+		out, err := exec.Command(ncdevmemBin, "--restore").CombinedOutput()
+		if err != nil {
+			t.Fatalf("--restore: %v\n%s", err, out)
+		}
+		if !strings.Contains(string(out), "of 1 crashed run") {
+			t.Errorf("--restore output %q, want 1 run restored", out)
+		}
+		checkRestored(t, topo, before)
+	})
+	t.Run("by the next run", func(t *testing.T) {
+		kill(t)
+		r := receiveFromPeer(t, topo, ncdevmemBin, newPattern(7, 1<<20), "-v", "7", "--json")
+		if r.code != 0 || r.sum.Validation != "passed" {
+			t.Errorf("next run: %v", r)
+		}
+		checkRestored(t, topo, before)
+	})
+}
+
+// TestNoConfigTouchesNothing: with -t, -q and -n (the kernel's netkit
+// invocation) ncdevmem reads no channels and changes nothing on the NIC;
+// the test does the header split it needs, as the netkit tests do.
+func TestNoConfigTouchesNothing(t *testing.T) {
+	topo := selftest.Require(t)
+	before := nicState(t, topo)
+	n, err := nic.Open(topo.IfName)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer n.Close()
+	setup, err := nic.NewSetup(n, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := setup.EnableHeaderSplit(); err != nil {
+		t.Fatal(err)
+	}
+	configured := nicState(t, topo)
+	p := port()
+	s := startServer(t, ncdevmemBin, "-l", "-f", topo.IfName, "-s", topo.Addr4.String(), "-p", p, "-t", "1", "-q", "1", "-n", "--json")
+	waitListening(t, s, p)
+	if now := nicState(t, topo); !now.Equal(configured) {
+		t.Errorf("-n changed the NIC:\nbefore %v\nafter  %v", configured, now)
+	}
+	s.cmd.Process.Signal(syscall.SIGTERM)
+	r := s.wait(t)
+	if strings.Contains(r.stderr, "reading channels") || !strings.Contains(r.stderr, "channels not read") {
+		t.Errorf("channels read with -t/-q given: %v", r)
+	}
+	if now := nicState(t, topo); !now.Equal(configured) {
+		t.Errorf("-n changed the NIC on exit:\nbefore %v\nafter  %v", configured, now)
+	}
+	if err := setup.Undo(); err != nil {
+		t.Fatal(err)
+	}
+	checkRestored(t, topo, before)
 }

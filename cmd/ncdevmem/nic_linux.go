@@ -5,31 +5,37 @@ import (
 	"fmt"
 	"net/netip"
 
-	"github.com/devmem-go/devmem"
+	"github.com/devmem-go/devmem/nic"
 )
 
-// openNIC opens the interface and counts its RX queues (rx + combined
-// channels, as ncdevmem's rxq_num does).
-func openNIC(name string) (*devmem.NIC, int, error) {
-	nic, err := devmem.OpenNIC(name)
+// openNIC opens the interface and, unless -t and -q name the queues, counts
+// its RX queues (rx + combined channels, as ncdevmem's rxq_num does). Like
+// ncdevmem it reads no channels when -t and -q are given: a netkit device
+// has none, and fails the read. rxQueues is -1 then.
+func openNIC(o *options) (n *nic.NIC, rxQueues int, err error) {
+	n, err = nic.Open(o.IfName)
 	if err != nil {
-		return nil, 0, setupf("interface %s: %w", name, err)
+		return nil, 0, setupf("interface %s: %w", o.IfName, err)
 	}
-	ch, err := nic.Channels()
+	if o.StartQueue >= 0 && o.NumQueues >= 0 {
+		return n, -1, nil
+	}
+	ch, err := n.Channels()
 	if err != nil {
-		nic.Close()
-		return nil, 0, setupf("%s: reading channels: %w", name, err)
+		n.Close()
+		return nil, 0, setupf("%s: reading channels (give -t and -q to skip): %w", o.IfName, err)
 	}
-	return nic, ch.RXQueues(), nil
+	return n, ch.RXQueues(), nil
 }
 
 // resolveQueues applies ncdevmem's queue defaults: in probe mode the upper
 // half of the queues, otherwise the last queue alone; both need at least
-// two queues so RSS has somewhere else to go.
+// two queues so RSS has somewhere else to go. rxQueues < 0 means unknown
+// (not read): -t and -q are then taken as given, as ncdevmem does.
 func resolveQueues(o *options, rxQueues int) (start, count int, err error) {
 	start, count = o.StartQueue, o.NumQueues
 	if start >= 0 && count >= 0 {
-		if start+count > rxQueues {
+		if rxQueues >= 0 && start+count > rxQueues {
 			return 0, 0, setupf("queues %d..%d: %s has %d RX queues", start, start+count-1, o.IfName, rxQueues)
 		}
 		return start, count, nil
@@ -51,73 +57,71 @@ func queueList(start, count int) []int {
 	return q
 }
 
-// snapshotNIC records the NIC state and arranges for it to be restored.
-func snapshotNIC(nic *devmem.NIC, undo *undoStack) (*devmem.NICState, error) {
-	state, err := nic.Snapshot()
-	if err != nil {
-		return nil, setupf("%s: snapshot of the NIC state: %w", nic.Name(), err)
+// describeRXQueues is the "(N RX queues)" of the log line, if counted.
+func describeRXQueues(n int) string {
+	if n < 0 {
+		return "queues given, channels not read"
 	}
-	undo.push("NIC state (header split, RSS, ntuple rules)", func() error { return nic.Restore(state) })
-	return state, nil
+	return fmt.Sprintf("%d RX queues", n)
+}
+
+// newSetup starts recording NIC changes and arranges for exactly those to
+// be undone; it first undoes what crashed runs left behind.
+func newSetup(n *nic.NIC, undo *undoStack) (*nic.Setup, error) {
+	s, err := nic.NewSetup(n, nil)
+	if err != nil {
+		return nil, setupf("%s: NIC setup (journal): %w", n.Name(), err)
+	}
+	undo.push("NIC configuration (header split, RSS, flow rule)", s.Undo)
+	return s, nil
 }
 
 // enableHeaderSplit turns tcp-data-split on and, where the driver reports
-// one, sets hds-thresh to 0: bind-rx requires both. The two are separate
-// requests because drivers that split but have no threshold refuse a
-// request that carries both.
-func enableHeaderSplit(nic *devmem.NIC, state *devmem.NICState) error {
-	if err := nic.SetTCPDataSplit(devmem.TCPDataSplitEnabled); err != nil {
-		return setupf("%s: enabling TCP header split: %w", nic.Name(), err)
-	}
-	if state.Rings != nil && state.Rings.HasHDSThresh {
-		if err := nic.SetHDSThresh(0); err != nil {
-			return setupf("%s: setting hds-thresh 0: %w", nic.Name(), err)
-		}
+// one, sets hds-thresh to 0: bind-rx requires both.
+func enableHeaderSplit(s *nic.Setup) error {
+	if err := s.EnableHeaderSplit(); err != nil {
+		return setupf("%s: enabling TCP header split (hds-thresh 0): %w", s.NIC().Name(), err)
 	}
 	return nil
 }
 
 // steerRSSAway spreads RSS over the queues below start, keeping the devmem
 // queues for the flow rule alone (ethtool -X IF equal START).
-func steerRSSAway(nic *devmem.NIC, start int) error {
-	if err := nic.SetRSSEqual(start); err != nil {
-		return setupf("%s: RSS equal %d (keeping queues %d.. for devmem): %w", nic.Name(), start, start, err)
+func steerRSSAway(s *nic.Setup, start int) error {
+	if err := s.SteerRSSAway(start); err != nil {
+		return setupf("%s: RSS equal %d (keeping queues %d.. for devmem): %w", s.NIC().Name(), start, start, err)
 	}
 	return nil
 }
 
 // flowRules are the rules to try, best first: ncdevmem's 5-tuple (with -c)
 // then its 3-tuple fallback.
-func flowRules(server, client netip.Addr, port uint16, queue int) []devmem.FlowRule {
-	typ := devmem.FlowTCP6
+func flowRules(server, client netip.Addr, port uint16, queue int) []nic.FlowRule {
+	typ := nic.FlowTCP6
 	if server.Is4() {
-		typ = devmem.FlowTCP4
+		typ = nic.FlowTCP4
 	}
-	three := devmem.FlowRule{Type: typ, Dst: server, DstPort: port, Queue: queue}
+	three := nic.FlowRule{Type: typ, Dst: server, DstPort: port, Queue: queue}
 	if !client.IsValid() {
-		return []devmem.FlowRule{three}
+		return []nic.FlowRule{three}
 	}
 	five := three
 	five.Src, five.SrcPort = client, port
-	return []devmem.FlowRule{five, three}
+	return []nic.FlowRule{five, three}
 }
 
-// addFlowRule turns ntuple filtering on and steers the flow to queue.
-func addFlowRule(env *runEnv, nic *devmem.NIC, server, client netip.Addr, port uint16, queue int) error {
-	if err := nic.SetNtuple(true); err != nil {
-		// ncdevmem never touches the flag; some drivers have none.
-		env.logf("ncdevmem: %s: turning ntuple filtering on: %v (trying the rule anyway)", nic.Name(), err)
-	}
+// addFlowRule steers the flow to queue (turning ntuple filtering on).
+func addFlowRule(env *runEnv, s *nic.Setup, server, client netip.Addr, port uint16, queue int) error {
 	var errs []error
 	for _, r := range flowRules(server, client, port, queue) {
-		loc, err := nic.AddFlowRule(r)
+		loc, err := s.AddFlowRule(r)
 		if err == nil {
 			env.logf("added flow rule %s at %d: dst %v:%d src %v:%d -> queue %d", r.Type, loc, r.Dst, r.DstPort, r.Src, r.SrcPort, r.Queue)
 			return nil
 		}
 		errs = append(errs, err)
 	}
-	return setupf("%s: flow steering rule: %w", nic.Name(), errors.Join(errs...))
+	return setupf("%s: flow steering rule: %w", s.NIC().Name(), errors.Join(errs...))
 }
 
 func describeQueues(qs []int) string {
@@ -125,4 +129,15 @@ func describeQueues(qs []int) string {
 		return fmt.Sprintf("queue %d", qs[0])
 	}
 	return fmt.Sprintf("queues %d..%d", qs[0], qs[len(qs)-1])
+}
+
+// runRestore is --restore: undo what ncdevmem (or any nic.Setup) runs that
+// died left on the NICs of this network namespace.
+func runRestore(env *runEnv) error {
+	n, err := nic.Recover(nil)
+	if err != nil {
+		return setupf("restore: %w", err)
+	}
+	env.logf("restored the NIC changes of %d crashed run(s)", n)
+	return nil
 }

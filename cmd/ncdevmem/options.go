@@ -4,13 +4,14 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"os"
 	"strconv"
 	"strings"
 )
 
-// pageSize is the page size ncdevmem assumes for its buffer (getpagesize()
-// on the machines it runs on).
-const pageSize = 4096
+// pageSize is the OS page size, which ncdevmem asks getpagesize() for: its
+// buffer is NUM_PAGES of them and frag alignment is counted against it.
+var pageSize = os.Getpagesize()
 
 // defaultBufPages is ncdevmem's NUM_PAGES: its udmabuf is 16000 pages.
 const defaultBufPages = 16000
@@ -19,9 +20,10 @@ const defaultBufPages = 16000
 type mode int
 
 const (
-	modeProbe  mode = iota + 1 // neither -s nor -c: run_devmem_tests
-	modeServer                 // -l: receive into device memory
-	modeClient                 // otherwise: send from device memory
+	modeProbe   mode = iota + 1 // neither -s nor -c: run_devmem_tests
+	modeServer                  // -l: receive into device memory
+	modeClient                  // otherwise: send from device memory
+	modeRestore                 // --restore: undo what crashed runs left
 )
 
 func (m mode) String() string {
@@ -32,6 +34,8 @@ func (m mode) String() string {
 		return "server"
 	case modeClient:
 		return "client"
+	case modeRestore:
+		return "restore"
 	}
 	return "unknown"
 }
@@ -56,6 +60,7 @@ type options struct {
 	JSON    bool
 	BufSize int64
 	Help    bool
+	Restore bool
 
 	Mode mode
 }
@@ -120,6 +125,7 @@ var optionSpecs = []optionSpec{
 		o.BufSize = n
 		return nil
 	}},
+	{0, "restore", "", "undo the NIC changes of ncdevmem runs that died (journals in $DEVMEM_JOURNAL_DIR or /run/devmem), then exit", func(o *options, _ string) error { o.Restore = true; return nil }},
 	{'h', "help", "", "show this help", func(o *options, _ string) error { o.Help = true; return nil }},
 }
 
@@ -182,7 +188,7 @@ func usagef(format string, args ...any) error {
 // arguments in any order) and accepts --long and --long=value too. It then
 // applies ncdevmem's checks that do not need the device.
 func parseArgs(args []string) (*options, error) {
-	o := &options{StartQueue: -1, NumQueues: -1, BufSize: defaultBufPages * pageSize}
+	o := &options{StartQueue: -1, NumQueues: -1, BufSize: defaultBufPages * int64(pageSize)}
 	byShort := map[rune]*optionSpec{}
 	byLong := map[string]*optionSpec{}
 	for i := range optionSpecs {
@@ -262,6 +268,11 @@ func parseArgs(args []string) (*options, error) {
 
 // check applies ncdevmem's main() checks that need no device, in its order.
 func (o *options) check() error {
+	if o.Restore {
+		// Every NIC of the network namespace; nothing else applies.
+		o.Mode = modeRestore
+		return nil
+	}
 	if o.IfName == "" {
 		return usagef("missing -f argument (interface)")
 	}
@@ -299,6 +310,7 @@ func usage() string {
 	var b strings.Builder
 	b.WriteString("usage: ncdevmem -f IFNAME [-l] [-s SERVER_IP] [-c CLIENT_IP] [-p PORT] [-t START_QUEUE -q NUM_QUEUES]\n")
 	b.WriteString("                [-v N] [-L] [-z CHUNK] [-n] [-b RX_PAGE_SIZE] [--json] [--buf-size SIZE]\n")
+	b.WriteString("       ncdevmem --restore\n")
 	b.WriteString("server: -l -s IP -p PORT; client: -s IP -p PORT (stdin is sent); neither -s nor -c: probe the NIC\n\n")
 	for _, s := range optionSpecs {
 		name := "    --" + s.long

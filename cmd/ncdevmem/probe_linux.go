@@ -6,6 +6,7 @@ import (
 	"fmt"
 
 	"github.com/devmem-go/devmem"
+	nicpkg "github.com/devmem-go/devmem/nic"
 )
 
 // runProbe is ncdevmem's run_devmem_tests: with RSS away from the devmem
@@ -18,7 +19,7 @@ func runProbe(ctx context.Context, env *runEnv) (err error) {
 	undo := &undoStack{log: env.stderr}
 	defer func() { err = errors.Join(err, undo.run()) }()
 
-	nic, rxQueues, err := openNIC(o.IfName)
+	nic, rxQueues, err := openNIC(o)
 	if err != nil {
 		return err
 	}
@@ -35,14 +36,14 @@ func runProbe(ctx context.Context, env *runEnv) (err error) {
 		return err
 	}
 	defer buf.Close()
-	state, err := snapshotNIC(nic, undo)
+	setup, err := newSetup(nic, undo)
 	if err != nil {
 		return err
 	}
-	if err := steerRSSAway(nic, start); err != nil {
+	if err := steerRSSAway(setup, start); err != nil {
 		return err
 	}
-	if err := enableHeaderSplit(nic, state); err != nil {
+	if err := enableHeaderSplit(setup); err != nil {
 		return err
 	}
 
@@ -75,13 +76,13 @@ func runProbe(ctx context.Context, env *runEnv) (err error) {
 	// ncdevmem turns header split "off" by handing the choice back to the
 	// driver (ETHTOOL_TCP_DATA_SPLIT_UNKNOWN); so do we, for the same
 	// verdicts.
-	if err := nic.SetTCPDataSplit(devmem.TCPDataSplitUnknown); err != nil {
+	if err := nic.SetTCPDataSplit(nicpkg.TCPDataSplitUnknown); err != nil {
 		return setupf("%s: resetting TCP header split: %w", o.IfName, err)
 	}
 	b, err = devmem.BindRX(nic.Index(), buf, queues, bindOpts)
 	mustFail("bind-rx with header split off is refused", b, err)
 
-	if err := enableHeaderSplit(nic, state); err != nil {
+	if err := enableHeaderSplit(setup); err != nil {
 		return err
 	}
 	b, err = devmem.BindRX(nic.Index(), buf, queues, bindOpts)
@@ -112,7 +113,7 @@ func runProbe(ctx context.Context, env *runEnv) (err error) {
 // shrinkChannels tries to set rx and tx channels to n, the way ncdevmem's
 // check_changing_channels does, and puts the old counts back if the device
 // let it. It returns the device's refusal.
-func shrinkChannels(nic *devmem.NIC, n int) error {
+func shrinkChannels(nic *nicpkg.NIC, n int) error {
 	old, err := nic.Channels()
 	if err != nil {
 		return fmt.Errorf("reading channels: %w", err)
@@ -127,8 +128,8 @@ func shrinkChannels(nic *devmem.NIC, n int) error {
 // channelsUpdate is check_changing_channels' request for rx and tx
 // channels: combined channels where the device has them, with the rest as
 // dedicated rx or tx channels.
-func channelsUpdate(old *devmem.Channels, rx, tx uint32) devmem.ChannelsUpdate {
-	var u devmem.ChannelsUpdate
+func channelsUpdate(old *nicpkg.Channels, rx, tx uint32) nicpkg.ChannelsUpdate {
+	var u nicpkg.ChannelsUpdate
 	p := func(v uint32) *uint32 { return &v }
 	if old.MaxCombined > 0 {
 		if old.MaxRX > 0 || old.MaxTX > 0 {
@@ -148,8 +149,8 @@ func channelsUpdate(old *devmem.Channels, rx, tx uint32) devmem.ChannelsUpdate {
 	return u
 }
 
-func restoreChannels(nic *devmem.NIC, old *devmem.Channels) error {
-	u := devmem.ChannelsUpdate{Combined: &old.Combined}
+func restoreChannels(nic *nicpkg.NIC, old *nicpkg.Channels) error {
+	u := nicpkg.ChannelsUpdate{Combined: &old.Combined}
 	if old.MaxRX > 0 {
 		u.RX = &old.RX
 	}

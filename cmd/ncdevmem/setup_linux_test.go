@@ -4,19 +4,19 @@ import (
 	"net/netip"
 	"testing"
 
-	"github.com/devmem-go/devmem"
+	"github.com/devmem-go/devmem/nic"
 )
 
 func TestChannelsUpdateLikeNcdevmem(t *testing.T) {
-	u := channelsUpdate(&devmem.Channels{Combined: 4, MaxCombined: 8}, 2, 2)
+	u := channelsUpdate(&nic.Channels{Combined: 4, MaxCombined: 8}, 2, 2)
 	if u.Combined == nil || *u.Combined != 2 || u.RX != nil || u.TX != nil {
 		t.Errorf("combined-only: %+v", u)
 	}
-	u = channelsUpdate(&devmem.Channels{Combined: 4, MaxCombined: 8, MaxRX: 4, MaxTX: 4}, 3, 1)
+	u = channelsUpdate(&nic.Channels{Combined: 4, MaxCombined: 8, MaxRX: 4, MaxTX: 4}, 3, 1)
 	if *u.Combined != 1 || *u.RX != 2 || *u.TX != 0 {
 		t.Errorf("combined+rx: combined %d rx %d tx %d", *u.Combined, *u.RX, *u.TX)
 	}
-	u = channelsUpdate(&devmem.Channels{RX: 4, TX: 4, MaxRX: 4, MaxTX: 4}, 1, 1)
+	u = channelsUpdate(&nic.Channels{RX: 4, TX: 4, MaxRX: 4, MaxTX: 4}, 1, 1)
 	if u.Combined != nil || *u.RX != 1 || *u.TX != 1 {
 		t.Errorf("rx/tx only: %+v", u)
 	}
@@ -28,13 +28,13 @@ func TestFlowRulesLikeNcdevmem(t *testing.T) {
 	if len(rules) != 2 {
 		t.Fatalf("%d rules, want the 5-tuple and the 3-tuple fallback", len(rules))
 	}
-	five := devmem.FlowRule{Type: devmem.FlowTCP4, Src: client, Dst: server, SrcPort: 5201, DstPort: 5201, Queue: 3}
-	three := devmem.FlowRule{Type: devmem.FlowTCP4, Dst: server, DstPort: 5201, Queue: 3}
+	five := nic.FlowRule{Type: nic.FlowTCP4, Src: client, Dst: server, SrcPort: 5201, DstPort: 5201, Queue: 3}
+	three := nic.FlowRule{Type: nic.FlowTCP4, Dst: server, DstPort: 5201, Queue: 3}
 	if rules[0] != five || rules[1] != three {
 		t.Errorf("rules %+v", rules)
 	}
 	v6 := flowRules(netip.MustParseAddr("fd00::1"), netip.Addr{}, 80, 1)
-	if len(v6) != 1 || v6[0].Type != devmem.FlowTCP6 || v6[0].Src.IsValid() {
+	if len(v6) != 1 || v6[0].Type != nic.FlowTCP6 || v6[0].Src.IsValid() {
 		t.Errorf("3-tuple v6 rules %+v", v6)
 	}
 }

@@ -1,42 +1,36 @@
 //go:build linux
 
-// Command bench runs, inside the devmem test VM, the kernel's C ncdevmem and
-// our cmd/ncdevmem as the receiver of the same transfer, alternating, and
-// prints a table: throughput, receiver CPU time, recvmsg and
-// SO_DEVMEM_DONTNEED calls per GiB, DONTNEED calls per frag, and the ratio
-// ours/theirs of each. selftest/bench/run.sh builds everything and boots the
-// VM; see docs/PERFORMANCE.md.
+// Command bench runs, inside the devmem test VM, every receiver worth
+// comparing on the same transfers over the same netdevsim pair, alternating,
+// and prints tables of medians: throughput, receiver CPU per GiB (user+sys),
+// the whole VM's CPU per GiB, recvmsg and SO_DEVMEM_DONTNEED calls per GiB,
+// DONTNEED calls per frag, tokens outstanding at most, allocations. The
+// receivers:
 //
-// Both receivers get the same flags (-l -f IF -s ADDR -c PEER -p PORT, plus
-// -v 7 with validation on), so each configures the NIC its own way (RSS to
-// queue 0, an ntuple rule for the 5-tuple, header split, a udmabuf bound to
-// one queue). The sender is the same for both: a Go goroutine writing a
-// pre-built -v 7 pattern buffer over a socket made in the peer netns, then
-// waiting for the receiver to close. Throughput is payload bytes over the
-// time from connect to that close. CPU time is the receiver's user+sys from
-// wait4 (its own and its reaped children's, e.g. ethtool). Counts come from
-// the programs: ours from its summary, the C tool's from countsys.so
-// (LD_PRELOAD), which wraps recvmsg and setsockopt.
+//	tcp     plain TCP (fastrx -m tcp / tcp-touch): the link's limit, and
+//	        what a copy receive costs when every byte is read once
+//	fastrx  the optimized C devmem receiver (fastrx/fastrx.c)
+//	C       the kernel's C ncdevmem (tools/testing/selftests/.../ncdevmem.c)
+//	ours    our cmd/ncdevmem
+//	gorx    the minimal receive loop on the library (gorx/)
+//
+// tcp, fastrx and gorx get their NIC setup from this driver (nicsetup.go)
+// and the dma-buf as an inherited fd; C and ours configure the NIC
+// themselves. The senders are goroutines of this driver in netns peer.
+// Then the scaling matrix (flows x bound queues, one thread or goroutine per
+// flow) and a mixed workload (request/response next to a bulk flow on the
+// same binding). selftest/bench/run.sh builds everything and boots the VM;
+// see docs/PERFORMANCE.md.
 package main
 
 import (
-	"bufio"
-	"bytes"
-	"context"
-	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
-	"io"
-	"net"
 	"os"
-	"os/exec"
-	"path/filepath"
-	"regexp"
 	"slices"
 	"strconv"
 	"strings"
-	"syscall"
 	"time"
 
 	"github.com/devmem-go/devmem/selftest"
@@ -50,29 +44,97 @@ func main() {
 }
 
 type config struct {
-	ours, theirs, shim string
-	size               int64
-	runs               int
-	modes              []string
-	port               int
-	keepLogs           bool
-	perf               string // perf binary: profile each receiver instead of timing it
+	ours, theirs, shim, fastrx, gorx string
+	size, scaleSize, mixedSize       int64
+	runs                             int
+	modes, receivers                 []string
+	scale                            [][2]int // flows, queues
+	scaleReceivers, mixedReceivers   []string
+	geom2Receivers                   []string
+	rrTime                           time.Duration
+	req, resp                        int
+	port                             int
+	keepLogs                         bool
+	perf, perfSystem                 string
+	geoms                            []geometry
+}
+
+// A geometry is a setting of the simulated NIC's frag-geometry knobs
+// (netdevsim debugfs), under a label.
+type geometry struct {
+	label string
+	knobs [][2]string
+}
+
+type geomFlags []geometry
+
+func (g *geomFlags) String() string { return fmt.Sprint(*g) }
+func (g *geomFlags) Set(s string) error {
+	label, rest, _ := strings.Cut(s, ":")
+	geo := geometry{label: label}
+	for _, kv := range strings.Split(rest, ",") {
+		if kv == "" {
+			continue
+		}
+		k, v, ok := strings.Cut(kv, "=")
+		if !ok {
+			return fmt.Errorf("geometry %q: %q is not knob=value", s, kv)
+		}
+		geo.knobs = append(geo.knobs, [2]string{k, v})
+	}
+	*g = append(*g, geo)
+	return nil
 }
 
 func run() error {
 	var c config
-	var modes string
-	flag.StringVar(&c.ours, "ours", "bin/ncdevmem", "our ncdevmem binary")
+	var modes, receivers, geom2Recv, scale, scaleRecv, mixedRecv string
+	var geoms geomFlags
+	flag.StringVar(&c.ours, "ours", "bin/ncdevmem", "our cmd/ncdevmem binary")
 	flag.StringVar(&c.theirs, "theirs", os.Getenv("DEVMEM_C_NCDEVMEM"), "the kernel's C ncdevmem binary")
 	flag.StringVar(&c.shim, "shim", "", "countsys.so, the LD_PRELOAD counter for the C tool")
-	flag.Int64Var(&c.size, "size", 512<<20, "bytes per transfer")
-	flag.IntVar(&c.runs, "runs", 3, "runs per tool and mode")
-	flag.StringVar(&modes, "modes", "on,off", "validation modes: on (-v 7), off (payload written to stdout, which is /dev/null)")
-	flag.IntVar(&c.port, "port", 5300, "first TCP port; each run takes the next")
+	flag.StringVar(&c.fastrx, "fastrx", "bin/fastrx", "the optimized C receiver (selftest/bench/fastrx)")
+	flag.StringVar(&c.gorx, "gorx", "bin/gorx", "the minimal library receive loop (selftest/bench/gorx)")
+	flag.Int64Var(&c.size, "size", 128<<20, "bytes per transfer")
+	flag.IntVar(&c.runs, "runs", 3, "runs per receiver and mode")
+	flag.StringVar(&modes, "modes", "on,off", "validation modes: on (every byte checked: -v 7), off (payload not looked at; the tools write it to /dev/null)")
+	flag.StringVar(&receivers, "receivers", "tcp,fastrx,C,ours,gorx,gorx1", "receivers of the single-flow table")
+	flag.StringVar(&geom2Recv, "geom2-receivers", "fastrx,C,ours,gorx", "receivers of the single-flow table on the other geometries (plain TCP does not depend on the devmem frag geometry)")
+	flag.StringVar(&scale, "scale", "1x1,2x1,4x1,8x1,1x2,2x2,4x2,8x2,1x4,2x4,4x4,8x4", "scaling matrix: FLOWSxQUEUES, validation on; empty: none")
+	flag.StringVar(&scaleRecv, "scale-receivers", "fastrx,gorx", "receivers of the scaling matrix")
+	flag.Int64Var(&c.scaleSize, "scale-size", 0, "bytes per scaling transfer, over all flows (0: min(size/4, 128 MiB))")
+	flag.StringVar(&mixedRecv, "mixed-receivers", "tcp,fastrx,gorx", "receivers of the mixed workload; empty: none")
+	flag.Int64Var(&c.mixedSize, "mixed-size", 0, "bulk bytes of the mixed workload (0: min(size/2, 64 MiB))")
+	flag.DurationVar(&c.rrTime, "rr-time", 3*time.Second, "request/response alone: how long")
+	flag.IntVar(&c.req, "rr-req", 256, "request size")
+	flag.IntVar(&c.resp, "rr-resp", 64, "response size")
+	flag.IntVar(&c.port, "port", 5300, "first TCP port; each job takes the next ones")
 	flag.BoolVar(&c.keepLogs, "v", false, "print each receiver's stderr tail")
 	flag.StringVar(&c.perf, "perf", "", "run each receiver under this perf binary (perf record -e cpu-clock) and print the top of its profile; the timings then include perf")
+	flag.StringVar(&c.perfSystem, "perf-system", "", "record every CPU of the VM with this perf binary during each transfer and print the top of the profile")
+	flag.Var(&geoms, "geom", "LABEL:KNOB=V,KNOB=V: a frag geometry of the simulated NIC (netdevsim debugfs knobs); repeatable, the first is primary (scaling and mixed run on it); none: hw-like and packet-per-niov where the kernel has devmem_rx_buf_per_pkt, else the NIC as booted")
 	flag.Parse()
-	c.modes = strings.Split(modes, ",")
+	c.modes = splitList(modes)
+	c.receivers = splitList(receivers)
+	c.scaleReceivers = splitList(scaleRecv)
+	c.mixedReceivers = splitList(mixedRecv)
+	c.geoms = geoms
+	c.geom2Receivers = splitList(geom2Recv)
+	if c.scaleSize == 0 {
+		c.scaleSize = min(c.size/4, 128<<20)
+	}
+	if c.mixedSize == 0 {
+		c.mixedSize = min(c.size/2, 64<<20)
+	}
+	for _, s := range splitList(scale) {
+		f, q, ok := strings.Cut(s, "x")
+		fn, err1 := strconv.Atoi(f)
+		qn, err2 := strconv.Atoi(q)
+		if !ok || err1 != nil || err2 != nil || fn < 1 || qn < 1 {
+			return fmt.Errorf("-scale: %q is not FLOWSxQUEUES", s)
+		}
+		c.scale = append(c.scale, [2]int{fn, qn})
+	}
 	topo, err := selftest.Env()
 	if err != nil {
 		return err
@@ -80,355 +142,236 @@ func run() error {
 	if c.theirs == "" {
 		c.theirs = topo.CNcdevmem
 	}
-	if c.theirs == "" || c.shim == "" {
-		return errors.New("-theirs and -shim are required (run.sh passes them)")
+	if slices.Contains(c.receivers, "C") && (c.theirs == "" || c.shim == "") {
+		return errors.New("-theirs and -shim are required for receiver C (run.sh passes them)")
 	}
+	if len(c.geoms) == 0 {
+		c.geoms = defaultGeometries()
+	}
+	ns, err := openNICSetup(topo)
+	if err != nil {
+		return fmt.Errorf("NIC setup: %w", err)
+	}
+	defer ns.Close()
 	printMachine()
-	fmt.Printf("transfer %d MiB per run, %d runs per tool and mode, modes %s, alternating C/ours\n\n",
-		c.size>>20, c.runs, strings.Join(c.modes, ","))
+	fmt.Printf("single flow: %d MiB per transfer, %d runs per receiver and mode, modes %s, receivers %s, alternating\n",
+		c.size>>20, c.runs, strings.Join(c.modes, ","), strings.Join(c.receivers, ","))
 
-	results := map[string][]result{}
-	port := c.port
-	for r := 0; r < c.runs; r++ {
-		for _, mode := range c.modes {
-			for _, tool := range []string{"C", "ours"} {
-				res, err := transfer(&c, topo, tool, mode, port)
-				port++
-				if err != nil {
-					return fmt.Errorf("run %d, %s, validation %s: %w", r+1, tool, mode, err)
-				}
-				fmt.Printf("run %d  %-4s  validation %-3s  %7.2f MB/s  cpu %6.2f s  recvmsg %7d  dontneed %7d  frags %7d\n",
-					r+1, tool, mode, res.mbps(), res.cpu.Seconds(), res.recvmsg, res.dontneed, res.frags)
-				results[mode+"/"+tool] = append(results[mode+"/"+tool], res)
-			}
-		}
-	}
-	fmt.Println()
-	printTable(c.modes, results)
-	return nil
-}
-
-// result is one receiver run.
-type result struct {
-	bytes                    int64
-	wall                     time.Duration // connect to the receiver's close
-	cpu                      time.Duration // user+sys
-	recvmsg, dontneed, frags uint64
-}
-
-func (r result) mbps() float64 { return float64(r.bytes) / 1e6 / r.wall.Seconds() }
-
-func perGiB(n uint64, bytes int64) float64 { return float64(n) / (float64(bytes) / (1 << 30)) }
-
-// transfer runs one receiver and the sender against it.
-func transfer(c *config, topo *selftest.Topology, tool, mode string, port int) (result, error) {
-	p := strconv.Itoa(port)
-	args := []string{"-l", "-f", topo.IfName, "-s", topo.Addr4.String(), "-c", topo.PeerAddr4.String(), "-p", p}
-	if mode == "on" {
-		args = append(args, "-v", "7")
-	}
-	dir, err := os.MkdirTemp("", "bench-")
-	if err != nil {
-		return result{}, err
-	}
-	defer os.RemoveAll(dir)
-	countsFile := filepath.Join(dir, "counts")
-	bin := c.ours
-	env := os.Environ()
-	if tool == "C" {
-		bin = c.theirs
-		env = append(env, "LD_PRELOAD="+c.shim, "COUNTSYS_OUT="+countsFile)
-	} else if mode == "on" {
-		args = append(args, "--json") // the summary on stdout
-	}
-	perfData := filepath.Join(dir, "perf.data")
-	if c.perf != "" {
-		args = append([]string{"record", "-q", "-e", "cpu-clock", "-F", "999", "-g", "-o", perfData, "--", bin}, args...)
-		bin = c.perf
-	}
-	cmd := exec.Command(bin, args...)
-	cmd.Env = env
-	// The C tool writes a line per recvmsg and per frag to stderr
-	// (unbuffered): part of its cost, so it goes to a file, not a pipe we
-	// would have to drain. Payload "printed" without validation goes to
-	// /dev/null for both.
-	stderr, err := os.Create(filepath.Join(dir, "stderr"))
-	if err != nil {
-		return result{}, err
-	}
-	defer stderr.Close()
-	var stdout bytes.Buffer
-	cmd.Stderr = stderr
-	if tool == "ours" && mode == "on" {
-		cmd.Stdout = &stdout
-	} else {
-		devnull, err := os.OpenFile(os.DevNull, os.O_WRONLY, 0)
-		if err != nil {
-			return result{}, err
-		}
-		defer devnull.Close()
-		cmd.Stdout = devnull
-	}
-	if err := cmd.Start(); err != nil {
-		return result{}, err
-	}
-	exited := make(chan error, 1)
-	go func() { exited <- cmd.Wait() }()
-	fail := func(err error) (result, error) {
-		cmd.Process.Kill()
-		<-exited
-		return result{}, fmt.Errorf("%w\n%s", err, tail(stderr.Name(), 15))
-	}
-	if err := waitListening(port, exited); err != nil {
-		return fail(err)
-	}
-
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Minute)
-	defer cancel()
-	wall, err := send(ctx, topo, port, c.size)
-	if err != nil {
-		return fail(fmt.Errorf("sender: %w", err))
-	}
-	if err := <-exited; err != nil {
-		return result{}, fmt.Errorf("%s ncdevmem: %v\n%s", tool, err, tail(stderr.Name(), 15))
-	}
-	if c.keepLogs {
-		fmt.Print(tail(stderr.Name(), 5))
-	}
-	if c.perf != "" {
-		printProfile(c.perf, perfData, tool, mode)
-	}
-	ru := cmd.ProcessState.SysUsage().(*syscall.Rusage)
-	res := result{
-		bytes: c.size,
-		wall:  wall,
-		cpu:   time.Duration(ru.Utime.Nano() + ru.Stime.Nano()),
-	}
-	if tool == "C" {
-		err = readShimCounts(countsFile, &res)
-	} else if mode == "on" {
-		err = readJSONSummary(stdout.Bytes(), &res)
-	} else {
-		err = readTextSummary(stderr.Name(), &res)
-	}
-	return res, err
-}
-
-// patternBlock is the ncdevmem -v 7 stream (1..6 then '\n') in a block whose
-// length is a multiple of 7, so consecutive writes continue the pattern.
-var patternBlock = bytes.Repeat([]byte{1, 2, 3, 4, 5, 6, '\n'}, 1<<16)
-
-// send streams size bytes from the peer netns to the receiver, from source
-// port port (the receiver's -c 5-tuple rule names it), half-closes and waits
-// for the receiver to close: that wait is the end of the transfer.
-func send(ctx context.Context, topo *selftest.Topology, port int, size int64) (time.Duration, error) {
-	var conn *net.TCPConn
-	err := selftest.InPeer(func() error {
-		d := net.Dialer{LocalAddr: &net.TCPAddr{IP: topo.PeerAddr4.AsSlice(), Port: port}}
-		c, err := d.DialContext(ctx, "tcp4", net.JoinHostPort(topo.Addr4.String(), strconv.Itoa(port)))
+	b := &bench{c: &c, topo: topo, ns: ns, port: c.port}
+	var acc []accept
+	for gi, g := range c.geoms {
+		restore, err := setKnobs(g)
 		if err != nil {
 			return err
 		}
-		conn = c.(*net.TCPConn)
-		return nil
-	})
-	if err != nil {
-		return 0, err
-	}
-	defer conn.Close()
-	start := time.Now()
-	for left := size; left > 0; {
-		n, err := conn.Write(patternBlock[:min(left, int64(len(patternBlock)))])
-		left -= int64(n)
+		fmt.Printf("\n## geometry %s %s\n\n", g.label, describeKnobs(g))
+		recvs := c.receivers
+		if gi > 0 {
+			recvs = c.geom2Receivers
+		}
+		single, err := b.single(recvs)
 		if err != nil {
-			return 0, err
+			restore()
+			return err
+		}
+		printSingle(&c, recvs, single)
+		acc = append(acc, acceptance(&c, g.label, single)...)
+		if gi == 0 && len(c.scale) > 0 && len(c.scaleReceivers) > 0 {
+			sc, err := b.scaling()
+			if err != nil {
+				restore()
+				return err
+			}
+			acc = append(acc, printScaling(&c, sc)...)
+		}
+		if gi == 0 && len(c.mixedReceivers) > 0 {
+			mx, err := b.mixed()
+			if err != nil {
+				restore()
+				return err
+			}
+			printMixed(&c, mx)
+		}
+		if err := restore(); err != nil {
+			return err
 		}
 	}
-	if err := conn.CloseWrite(); err != nil {
-		return 0, err
-	}
-	// The receiver sends nothing; Read returns at its close (EOF or RST).
-	io.Copy(io.Discard, conn)
-	return time.Since(start), nil
-}
-
-// printProfile prints the top of a receiver's profile: by symbol, self time,
-// kernel and user together.
-func printProfile(perf, data, tool, mode string) {
-	out, err := exec.Command(perf, "report", "-i", data, "--stdio", "--no-children", "-g", "none",
-		"--sort", "dso,sym", "--percent-limit", "1").CombinedOutput()
-	fmt.Printf("--- profile: %s, validation %s (perf cpu-clock, self time)\n", tool, mode)
-	lines := strings.Split(string(out), "\n")
-	n := 0
-	for _, l := range lines {
-		if strings.HasPrefix(l, "#") || strings.TrimSpace(l) == "" {
-			continue
-		}
-		fmt.Println(l)
-		if n++; n == 25 {
-			break
-		}
-	}
-	if err != nil {
-		fmt.Printf("perf report: %v\n", err)
-	}
-}
-
-// readShimCounts reads countsys.so's "recvmsg=N frags=N dontneed=N tokens=N".
-func readShimCounts(path string, res *result) error {
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return fmt.Errorf("countsys output: %w", err)
-	}
-	var tokens uint64
-	if _, err := fmt.Sscanf(string(b), "recvmsg=%d frags=%d dontneed=%d tokens=%d",
-		&res.recvmsg, &res.frags, &res.dontneed, &tokens); err != nil {
-		return fmt.Errorf("countsys output %q: %w", b, err)
-	}
+	printAcceptance(acc)
 	return nil
 }
 
-func readJSONSummary(b []byte, res *result) error {
-	var s struct {
-		OK       bool   `json:"ok"`
-		Bytes    int64  `json:"bytes"`
-		Recvmsg  uint64 `json:"recvmsg_calls"`
-		Frags    uint64 `json:"frags"`
-		Dontneed uint64 `json:"dontneed_calls"`
-		Valid    string `json:"validation"`
-	}
-	if err := json.Unmarshal(b, &s); err != nil {
-		return fmt.Errorf("summary %q: %w", b, err)
-	}
-	if !s.OK || s.Valid != "passed" || s.Bytes != res.bytes {
-		return fmt.Errorf("ours: %s", b)
-	}
-	res.recvmsg, res.frags, res.dontneed = s.Recvmsg, s.Frags, s.Dontneed
-	return nil
-}
-
-// The text summary (cmd/ncdevmem/summary.go writeText), which ours prints on
-// stderr when stdout carries the payload.
-var (
-	receivedLine = regexp.MustCompile(`received (\d+) bytes .*: (\d+) recvmsg calls, (\d+) frags`)
-	releasedLine = regexp.MustCompile(`tokens released \d+ in (\d+) SO_DEVMEM_DONTNEED calls`)
-)
-
-func readTextSummary(path string, res *result) error {
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return err
-	}
-	m1, m2 := receivedLine.FindSubmatch(b), releasedLine.FindSubmatch(b)
-	if m1 == nil || m2 == nil {
-		return fmt.Errorf("no summary in ours' stderr:\n%s", tail(path, 10))
-	}
-	if n, _ := strconv.ParseInt(string(m1[1]), 10, 64); n != res.bytes {
-		return fmt.Errorf("ours received %d bytes of %d", n, res.bytes)
-	}
-	res.recvmsg, _ = strconv.ParseUint(string(m1[2]), 10, 64)
-	res.frags, _ = strconv.ParseUint(string(m1[3]), 10, 64)
-	res.dontneed, _ = strconv.ParseUint(string(m2[1]), 10, 64)
-	return nil
-}
-
-// printTable prints, per mode, each tool's median over its runs and the
-// ratio ours/theirs.
-func printTable(modes []string, results map[string][]result) {
-	fmt.Println("| validation | receiver | runs | throughput MB/s | CPU s (user+sys) | CPU s/GiB | recvmsg/GiB | DONTNEED/GiB | DONTNEED/frag |")
-	fmt.Println("|---|---|---|---|---|---|---|---|---|")
-	for _, mode := range modes {
-		type row struct{ mbps, cpu, cpuGiB, recv, dn, dnFrag float64 }
-		rows := map[string]row{}
-		for _, tool := range []string{"C", "ours"} {
-			rs := results[mode+"/"+tool]
-			r := row{
-				mbps:   median(rs, func(r result) float64 { return r.mbps() }),
-				cpu:    median(rs, func(r result) float64 { return r.cpu.Seconds() }),
-				cpuGiB: median(rs, func(r result) float64 { return r.cpu.Seconds() / (float64(r.bytes) / (1 << 30)) }),
-				recv:   median(rs, func(r result) float64 { return perGiB(r.recvmsg, r.bytes) }),
-				dn:     median(rs, func(r result) float64 { return perGiB(r.dontneed, r.bytes) }),
-				dnFrag: median(rs, func(r result) float64 { return float64(r.dontneed) / float64(max(r.frags, 1)) }),
-			}
-			rows[tool] = r
-			name := map[string]string{"C": "kernel C ncdevmem", "ours": "our cmd/ncdevmem"}[tool]
-			fmt.Printf("| %s | %s | %d | %.2f | %.2f | %.2f | %.0f | %.0f | %.4f |\n",
-				mode, name, len(rs), r.mbps, r.cpu, r.cpuGiB, r.recv, r.dn, r.dnFrag)
+func splitList(s string) []string {
+	var out []string
+	for _, f := range strings.Split(s, ",") {
+		if f = strings.TrimSpace(f); f != "" {
+			out = append(out, f)
 		}
-		c, o := rows["C"], rows["ours"]
-		ratio := func(a, b float64) string {
-			if b == 0 {
-				return "n/a"
-			}
-			return fmt.Sprintf("%.3f", a/b)
+	}
+	return out
+}
+
+func describeKnobs(g geometry) string {
+	if len(g.knobs) == 0 {
+		return "(netdevsim knobs as booted)"
+	}
+	var s []string
+	for _, kv := range g.knobs {
+		s = append(s, kv[0]+"="+kv[1])
+	}
+	return "(" + strings.Join(s, " ") + ")"
+}
+
+// frameKnob is knic's netdevsim knob: 0 packs the MSS-sized packets of a
+// flow into 4K net_iovs one after the other (several frags per net_iov,
+// non-zero offsets, payloads crossing net_iov boundaries, like fbnic); 1
+// gives every packet a fresh net_iov at offset 0.
+const frameKnob = "devmem_rx_buf_per_pkt"
+
+// defaultGeometries: on a kernel with frameKnob, the hardware-like geometry
+// (primary) and the one-packet-per-net_iov one; else the NIC as booted.
+func defaultGeometries() []geometry {
+	if _, err := selftest.NsimKnob(frameKnob); err != nil {
+		return []geometry{{label: "default"}}
+	}
+	return []geometry{
+		{label: "hw-like", knobs: [][2]string{{frameKnob, "0"}}},
+		{label: "packet-per-niov", knobs: [][2]string{{frameKnob, "1"}}},
+	}
+}
+
+// setKnobs applies a geometry and returns what restores the old values.
+func setKnobs(g geometry) (func() error, error) {
+	var old [][2]string
+	restore := func() error {
+		var errs []error
+		for _, kv := range slices.Backward(old) {
+			errs = append(errs, selftest.SetNsimKnob(kv[0], kv[1]))
 		}
-		fmt.Printf("| %s | **ours/theirs** | | %s | %s | %s | %s | %s | %s |\n", mode,
-			ratio(o.mbps, c.mbps), ratio(o.cpu, c.cpu), ratio(o.cpuGiB, c.cpuGiB),
-			ratio(o.recv, c.recv), ratio(o.dn, c.dn), ratio(o.dnFrag, c.dnFrag))
+		return errors.Join(errs...)
 	}
-}
-
-func median(rs []result, f func(result) float64) float64 {
-	if len(rs) == 0 {
-		return 0
-	}
-	v := make([]float64, len(rs))
-	for i, r := range rs {
-		v[i] = f(r)
-	}
-	slices.Sort(v)
-	if len(v)%2 == 1 {
-		return v[len(v)/2]
-	}
-	return (v[len(v)/2-1] + v[len(v)/2]) / 2
-}
-
-// printMachine says what the numbers were measured on, from inside the VM.
-func printMachine() {
-	model, cpus := "unknown", 0
-	if f, err := os.Open("/proc/cpuinfo"); err == nil {
-		s := bufio.NewScanner(f)
-		for s.Scan() {
-			k, v, _ := strings.Cut(s.Text(), ":")
-			switch strings.TrimSpace(k) {
-			case "model name":
-				model = strings.TrimSpace(v)
-			case "processor":
-				cpus++
-			}
+	for _, kv := range g.knobs {
+		v, err := selftest.NsimKnob(kv[0])
+		if err != nil {
+			restore()
+			return nil, fmt.Errorf("geometry %s: knob %s: %w (is this the kernel with it?)", g.label, kv[0], err)
 		}
-		f.Close()
+		old = append(old, [2]string{kv[0], v})
+		if err := selftest.SetNsimKnob(kv[0], kv[1]); err != nil {
+			restore()
+			return nil, fmt.Errorf("geometry %s: %s=%s: %w", g.label, kv[0], kv[1], err)
+		}
 	}
-	release, _ := os.ReadFile("/proc/sys/kernel/osrelease")
-	fmt.Printf("guest: %d CPUs (%s), kernel %s", cpus, model, release)
+	return restore, nil
 }
 
-// waitListening waits for a TCP listener on port, reading /proc/net/tcp*
-// (a probing connection would be taken as the transfer).
-func waitListening(port int, exited <-chan error) error {
-	want := fmt.Sprintf(":%04X", port)
-	for range 1200 {
-		for _, f := range []string{"/proc/net/tcp", "/proc/net/tcp6"} {
-			b, _ := os.ReadFile(f)
-			for _, line := range strings.Split(string(b), "\n") {
-				fields := strings.Fields(line)
-				if len(fields) > 3 && strings.HasSuffix(fields[1], want) && fields[3] == "0A" {
-					return nil
+type bench struct {
+	c    *config
+	topo *selftest.Topology
+	ns   *nicSetup
+	port int
+}
+
+// do runs one job on fresh ports; a job that fails is tried once more (a
+// receiver that dies under an overloaded host should not void an hour of
+// runs), and the first failure is printed.
+func (b *bench) do(j job) (result, error) {
+	res, err := b.try(j)
+	if err == nil {
+		return res, nil
+	}
+	fmt.Printf("%s failed, once more: %v\n", j.label(), err)
+	return b.try(j)
+}
+
+func (b *bench) try(j job) (result, error) {
+	port := b.port
+	b.port += max(1, j.flows)
+	if j.req == 0 {
+		j.req, j.resp = b.c.req, b.c.resp
+	}
+	if j.rrTime == 0 {
+		j.rrTime = b.c.rrTime
+	}
+	if j.recv == "C" || j.recv == "ours" {
+		return transferTool(b.c, b.topo, j, port)
+	}
+	return runJob(b.c, b.topo, b.ns, j, port)
+}
+
+// results are the runs of each key.
+type results map[string][]result
+
+func key(parts ...any) string { return fmt.Sprint(parts...) }
+
+func (b *bench) single(receivers []string) (results, error) {
+	rs := results{}
+	for r := range b.c.runs {
+		for _, mode := range b.c.modes {
+			for _, recv := range receivers {
+				j := job{recv: recv, validate: mode == "on", flows: 1, queues: 1, size: b.c.size}
+				res, err := b.do(j)
+				if err != nil {
+					return nil, fmt.Errorf("run %d, %s: %w", r+1, j.label(), err)
 				}
+				fmt.Printf("run %d  %-6s  validation %-3s  %8.2f MB/s  cpu %6.2f s  vm cpu %6.2f s  recvmsg %7d  dontneed %7d  frags %7d  max out %5d\n",
+					r+1, recv, mode, res.mbps(), res.cpu.Seconds(), res.vmCPU.Seconds(), res.recvmsg, res.dontneed, res.frags, res.maxOut)
+				rs[key(mode, "/", recv)] = append(rs[key(mode, "/", recv)], res)
 			}
 		}
-		select {
-		case err := <-exited:
-			return fmt.Errorf("receiver exited before listening: %v", err)
-		case <-time.After(50 * time.Millisecond):
-		}
 	}
-	return fmt.Errorf("nothing listens on port %d", port)
+	return rs, nil
 }
 
-// tail returns the last n lines of a file.
-func tail(path string, n int) string {
-	b, _ := os.ReadFile(path)
-	lines := strings.Split(strings.TrimRight(string(b), "\n"), "\n")
-	return strings.Join(lines[max(0, len(lines)-n):], "\n") + "\n"
+func (b *bench) scaling() (results, error) {
+	fmt.Printf("\nscaling: %d MiB per transfer over all flows, validation on, %d runs, receivers %s\n",
+		b.c.scaleSize>>20, b.c.runs, strings.Join(b.c.scaleReceivers, ","))
+	rs := results{}
+	for r := range b.c.runs {
+		for _, fq := range b.c.scale {
+			for _, recv := range b.c.scaleReceivers {
+				j := job{recv: recv, validate: true, flows: fq[0], queues: fq[1], size: b.c.scaleSize}
+				res, err := b.do(j)
+				if err != nil {
+					return nil, fmt.Errorf("run %d, %s: %w", r+1, j.label(), err)
+				}
+				fmt.Printf("run %d  %-6s  %d flows over %d queues  %8.2f MB/s  cpu %6.2f s  vm cpu %6.2f s of %.2f s x %d\n",
+					r+1, recv, fq[0], fq[1], res.mbps(), res.cpu.Seconds(), res.vmCPU.Seconds(), res.wall.Seconds(), res.ncpu)
+				k := key(recv, "/", fq[0], "x", fq[1])
+				rs[k] = append(rs[k], res)
+			}
+		}
+	}
+	return rs, nil
 }
+
+func (b *bench) mixed() (results, error) {
+	fmt.Printf("\nmixed: request/response (%d-byte requests, %d-byte responses) alone for %v, then next to a %d MiB bulk flow on the same queue and binding; validation on; %d runs; receivers %s\n",
+		b.c.req, b.c.resp, b.c.rrTime, b.c.mixedSize>>20, b.c.runs, strings.Join(b.c.mixedReceivers, ","))
+	rs := results{}
+	for r := range b.c.runs {
+		for _, recv := range b.c.mixedReceivers {
+			for _, kind := range []string{"rr", "rr+bulk", "bulk"} {
+				j := job{recv: recv, validate: true, flows: 1, queues: 1}
+				switch kind {
+				case "rr":
+					j.rrFlows = 1
+				case "rr+bulk":
+					j.flows, j.rrFlows, j.size = 2, 1, b.c.mixedSize
+				case "bulk":
+					j.size = b.c.mixedSize
+				}
+				res, err := b.do(j)
+				if err != nil {
+					return nil, fmt.Errorf("run %d, %s: %w", r+1, j.label(), err)
+				}
+				fmt.Printf("run %d  %-6s  %-7s  bulk %8.2f MB/s  rr %6d tx %8.0f tx/s p50 %7.0f us p99 %7.0f us  dontneed %6d frags %7d\n",
+					r+1, recv, kind, float64(res.bulk)/1e6/res.wall.Seconds(), res.rrTx, float64(res.rrTx)/res.wall.Seconds(),
+					us(res.rrP50), us(res.rrP99), res.dontneed, res.frags)
+				rs[key(recv, "/", kind)] = append(rs[key(recv, "/", kind)], res)
+			}
+		}
+	}
+	return rs, nil
+}
+
+func us(d time.Duration) float64 { return float64(d) / float64(time.Microsecond) }

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Build the devmem test kernel: Linux 7.x from Debian's linux-source package,
 # tinyconfig + config.fragment, netdevsim patched into a devmem-capable NIC
-# (netdevsim-devmem.patch), plus the kernel's own C ncdevmem selftest.
+# (the patch series in patches/, listed in patches/series), plus the
+# kernel's own C ncdevmem selftest.
 #
 # Usage: selftest/kernel/build.sh
 #   The last line on stdout is the output directory, holding
@@ -9,10 +10,13 @@
 #   All progress goes to stderr. A cached result is returned in seconds.
 #
 # Environment:
+#   DEVMEM_KERNEL_FLAVOUR  "debug": also apply config.debug (KASAN, lockdep,
+#                        DEBUG_NET, page pool debugging), in its own build
+#                        dir, cached as kernel-debug-<hash>
 #   XDG_CACHE_HOME       cache root (default ~/.cache); everything lives in
 #                        $XDG_CACHE_HOME/devmem/
 #   KERNEL_SRC=DIR       build this kernel tree instead of the Debian package
-#                        (the patch is applied unless already applied)
+#                        (the series is applied unless already applied)
 #   DEVMEM_DEBIAN_MIRROR Debian mirror (default http://deb.debian.org/debian)
 #   DEVMEM_DEBIAN_SUITE  suite holding linux-source-7.x (trixie-backports)
 #   DEVMEM_KERNEL_PKG    source package to use (default: linux-source-7.3 if
@@ -26,11 +30,14 @@ set -euo pipefail
 unset MAKELEVEL MAKEFLAGS MFLAGS
 
 # Bump whenever this script changes how the kernel is built.
-RECIPE_VERSION="devmem-kernel-recipe-1"
+RECIPE_VERSION="devmem-kernel-recipe-2"
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 fragment=$here/config.fragment
-patchfile=$here/netdevsim-devmem.patch
+patchdir=$here/patches
+seriesfile=$patchdir/series
+flavour=${DEVMEM_KERNEL_FLAVOUR:-}
+debugfrag=$here/config.debug
 cache=${XDG_CACHE_HOME:-$HOME/.cache}/devmem
 mirror=${DEVMEM_DEBIAN_MIRROR:-http://deb.debian.org/debian}
 suite=${DEVMEM_DEBIAN_SUITE:-trixie-backports}
@@ -40,10 +47,29 @@ start=$SECONDS
 log() { printf 'build.sh: %s\n' "$*" >&2; }
 die() { log "error: $*"; exit 1; }
 
-[[ ${1:-} == -h || ${1:-} == --help ]] && { sed -n '2,24p' "$0" >&2; exit 0; }
+[[ ${1:-} == -h || ${1:-} == --help ]] && { sed -n '2,28p' "$0" >&2; exit 0; }
 [[ -f $fragment ]] || die "missing $fragment"
-[[ -f $patchfile ]] || die "missing $patchfile"
+[[ -f $seriesfile ]] || die "missing $seriesfile"
+case $flavour in
+"") fragments=("$fragment") ;;
+debug)
+	[[ -f $debugfrag ]] || die "missing $debugfrag"
+	fragments=("$fragment" "$debugfrag")
+	;;
+*) die "DEVMEM_KERNEL_FLAVOUR=$flavour: only \"debug\" (or empty) is known" ;;
+esac
 mkdir -p "$cache"
+
+# The series, in order: one patch file name per line, # comments.
+patches=()
+while IFS= read -r line; do
+	line=${line%%#*}
+	line=${line//[[:space:]]/}
+	[[ -n $line ]] || continue
+	[[ -f $patchdir/$line ]] || die "series names $line, which is not in $patchdir"
+	patches+=("$patchdir/$line")
+done <"$seriesfile"
+((${#patches[@]})) || die "$seriesfile lists no patches"
 
 sha() { sha256sum | cut -c1-64; }
 
@@ -162,23 +188,99 @@ fetch_deb() {
 }
 
 # --------------------------------------------------------------- patch --
-patch_applied() { patch -d "$1" -p1 -R -s -f --dry-run <"$2" >/dev/null 2>&1; }
+# The applied series is recorded in the tree as .devmem-series/ (a copy of
+# the series file and its patches). A tree patched by an older build.sh has
+# .devmem-patch (the single netdevsim-devmem.patch) instead.
 
-# Bring the cached tree $1 to pristine + current patch, tracking the applied
-# patch in $1/.devmem-patch. Returns 1 if the tree must be re-extracted.
-sync_patch() {
-	local tree=$1 stamp=$1/.devmem-patch
-	if [[ -f $stamp ]]; then
-		cmp -s "$stamp" "$patchfile" && return 0
-		log "reverting the previously applied patch"
-		patch -d "$tree" -p1 -R -s -f <"$stamp" >&2 || return 1
-		rm -f "$stamp"
+# Files a set of patches touch (their +++ names, a/ b/ prefixes dropped).
+patch_files() {
+	sed -n 's|^+++ b/\([^[:space:]]*\).*|\1|p' "$@" | sort -u
+}
+
+# series_applied TREE PATCH...: true when TREE has exactly these patches
+# applied on top of what they were made against, checked by reverting them,
+# last first, in a scratch copy of the files they touch.
+series_applied() {
+	local tree=$1 tmp f i ok=0
+	shift
+	tmp=$(mktemp -d)
+	while IFS= read -r f; do
+		[[ -e $tree/$f ]] || continue
+		mkdir -p "$tmp/${f%/*}"
+		cp "$tree/$f" "$tmp/$f"
+	done < <(patch_files "$@")
+	for ((i = $# ; i >= 1; i--)); do
+		patch -d "$tmp" -p1 -R -s -f <"${!i}" >/dev/null 2>&1 || { ok=1; break; }
+	done
+	rm -rf "$tmp"
+	return $ok
+}
+
+# revert_series TREE PATCH...: revert for real, last patch first.
+revert_series() {
+	local tree=$1 i
+	shift
+	for ((i = $# ; i >= 1; i--)); do
+		patch -d "$tree" -p1 -R -s -f <"${!i}" >&2 || return 1
+	done
+}
+
+apply_series() {
+	local tree=$1 p
+	for p in "${patches[@]}"; do
+		log "applying $(basename "$p")"
+		patch -d "$tree" -p1 -N -s -f <"$p" >&2 ||
+			die "$(basename "$p") does not apply to $tree"
+	done
+}
+
+record_series() {
+	local stamp=$1/.devmem-series
+	rm -rf "$stamp" "$1/.devmem-patch"
+	mkdir -p "$stamp"
+	cp "$seriesfile" "${patches[@]}" "$stamp/"
+}
+
+# The patches recorded in a stamp dir, in order.
+stamp_patches() {
+	local line
+	while IFS= read -r line; do
+		line=${line%%#*}
+		line=${line//[[:space:]]/}
+		[[ -n $line ]] && echo "$1/$line"
+	done <"$1/series"
+}
+
+# Bring the tree $1 to pristine + current series. Returns 1 if the tree must
+# be re-extracted.
+sync_series() {
+	local tree=$1 stamp=$1/.devmem-series old=()
+	if [[ -d $stamp ]] && cmp -s "$stamp/series" "$seriesfile"; then
+		local same=1 p
+		for p in "${patches[@]}"; do
+			cmp -s "$p" "$stamp/$(basename "$p")" || same=0
+		done
+		((same)) && return 0
 	fi
-	log "applying $(basename "$patchfile")"
-	if ! patch -d "$tree" -p1 -N -s -f <"$patchfile" >&2; then
-		die "netdevsim-devmem.patch does not apply to $tree"
+	# Already applied (a tree patched by hand, by git, or by a build.sh
+	# killed before it recorded): just record it.
+	if series_applied "$tree" "${patches[@]}"; then
+		log "series already applied to $tree, recording it"
+		record_series "$tree"
+		return 0
 	fi
-	cp "$patchfile" "$stamp"
+	if [[ -d $stamp ]]; then
+		mapfile -t old < <(stamp_patches "$stamp")
+		log "reverting the previously applied series (${#old[@]} patches)"
+		revert_series "$tree" "${old[@]}" || return 1
+		rm -rf "$stamp"
+	elif [[ -f $tree/.devmem-patch ]]; then
+		log "reverting the previously applied netdevsim-devmem.patch"
+		revert_series "$tree" "$tree/.devmem-patch" || return 1
+		rm -f "$tree/.devmem-patch"
+	fi
+	apply_series "$tree"
+	record_series "$tree"
 }
 
 extract_tree() {
@@ -219,10 +321,11 @@ fi
 hash=$({
 	echo "$RECIPE_VERSION"
 	echo "$srcid"
-	sha <"$fragment"
-	sha <"$patchfile"
+	for f in "${fragments[@]}"; do sha <"$f"; done
+	sha <"$seriesfile"
+	for p in "${patches[@]}"; do sha <"$p"; done
 } | sha)
-out=$cache/kernel-$hash
+out=$cache/kernel${flavour:+-$flavour}-$hash
 
 if [[ -f $out/bzImage && -f $out/ncdevmem ]]; then
 	log "cached: $out"
@@ -250,30 +353,29 @@ if [[ -z ${KERNEL_SRC:-} ]]; then
 		extract_tree "$deb" "$root"
 		tree=$(echo "$root"/linux-source-*)
 	fi
-	if ! sync_patch "$tree"; then
+	if ! sync_series "$tree"; then
 		log "cached tree is inconsistent, unpacking again"
-		rm -rf "$bdir"
+		rm -rf "$bdir" "$bdir-debug"
 		extract_tree "$deb" "$root"
 		tree=$(echo "$root"/linux-source-*)
-		sync_patch "$tree"
+		sync_series "$tree"
 	fi
 else
-	if patch_applied "$tree" "$patchfile"; then
-		log "patch already applied to $tree"
+	if series_applied "$tree" "${patches[@]}"; then
+		log "series already applied to $tree"
 	else
-		log "applying $(basename "$patchfile") to $tree"
-		patch -d "$tree" -p1 -N -s -f <"$patchfile" >&2 ||
-			die "patch does not apply to $tree"
+		apply_series "$tree"
 	fi
 fi
 
+[[ -n $flavour ]] && bdir=$bdir-$flavour
 mkdir -p "$bdir"
 kmake() { nice make -s -C "$tree" O="$bdir" "$@" >&2; }
 
-log "configuring (tinyconfig + config.fragment) in $bdir"
+log "configuring (tinyconfig + ${fragments[*]##*/}) in $bdir"
 kmake tinyconfig
 "$tree/scripts/kconfig/merge_config.sh" -m -O "$bdir" "$bdir/.config" \
-	"$fragment" >/dev/null
+	"${fragments[@]}" >/dev/null
 kmake olddefconfig
 
 missing=()
@@ -288,13 +390,13 @@ while IFS= read -r line; do
 	else
 		grep -qx -- "$line" "$bdir/.config" || missing+=("$line")
 	fi
-done <"$fragment"
+done < <(cat "${fragments[@]}")
 if ((${#missing[@]})); then
 	for m in "${missing[@]}"; do
 		got=$(grep -E "^(# )?${m%%=*}[= ]" "$bdir/.config" || echo "absent")
 		log "config option did not take: $m (got: $got)"
 	done
-	die "${#missing[@]} config.fragment option(s) missing from .config"
+	die "${#missing[@]} config fragment option(s) missing from .config"
 fi
 
 log "building bzImage (make -j$jobs)"
@@ -308,7 +410,7 @@ sel=$tree/tools/testing/selftests/drivers/net/hw
 PATH=/usr/bin:$PATH nice make -s -C "$sel" \
 	KHDR_INCLUDES="-isystem $bdir/usr/include" "$sel/ncdevmem" >&2
 
-tmp=$(mktemp -d "$cache/kernel-$hash.tmp.XXXXXX")
+tmp=$(mktemp -d "$out.tmp.XXXXXX")
 cp "$bdir/arch/x86/boot/bzImage" "$tmp/bzImage"
 cp "$sel/ncdevmem" "$tmp/ncdevmem"
 cp "$bdir/.config" "$tmp/config"
@@ -316,8 +418,13 @@ cp "$bdir/.config" "$tmp/config"
 	echo "source: $srcid"
 	echo "kernelrelease: $(make -s -C "$tree" O="$bdir" kernelrelease 2>/dev/null)"
 	echo "recipe: $RECIPE_VERSION"
-	echo "patch-sha256: $(sha <"$patchfile")"
-	echo "fragment-sha256: $(sha <"$fragment")"
+	echo "flavour: ${flavour:-default}"
+	for p in "${patches[@]}"; do
+		echo "patch: $(basename "$p") $(sha <"$p")"
+	done
+	for f in "${fragments[@]}"; do
+		echo "fragment: $(basename "$f") $(sha <"$f")"
+	done
 	echo "hash: $hash"
 	echo "built: $(date -u +%Y-%m-%dT%H:%M:%SZ)"
 } >"$tmp/version"

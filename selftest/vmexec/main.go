@@ -43,12 +43,16 @@ func hostMain(args []string) int {
 	fs.BoolVar(&opts.verbose, "v", false, "show the kernel console, guest harness messages and the QEMU command")
 	fs.BoolVar(&opts.keep, "keep", false, "keep the temporary directory (job, sockets, console.log)")
 	fs.BoolVar(&opts.noTopology, "no-topology", false, "skip the netdevsim/netns setup")
+	pod := fs.String("pod", "", "also build a container network (`MODE` netns or userns): netkit pair into netns \"pod\", a leased queue, BPF redirects; see selftest.Pod")
 	fs.Usage = func() {
 		fmt.Fprintf(fs.Output(), "usage: vmexec [flags] [--] PROGRAM [ARGS...]\n")
 		fs.PrintDefaults()
 	}
 	if err := fs.Parse(args); err != nil {
 		return 2
+	}
+	if *pod != "" {
+		os.Setenv(podModeEnv, *pod) // the guest reads it from the job's environment
 	}
 	argv := fs.Args()
 	if len(argv) == 0 {

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -41,6 +42,8 @@ type topology struct {
 	ifindex     int
 	peerIfname  string
 	peerIfindex int
+	// pod is the container network of -pod, nil without.
+	pod *selftest.Pod
 }
 
 func nsimDebugfs(id int) string {
@@ -48,7 +51,7 @@ func nsimDebugfs(id int) string {
 }
 
 func (t *topology) environ() []string {
-	return []string{
+	env := []string{
 		"DEVMEM_IFNAME=" + t.ifname,
 		"DEVMEM_IFINDEX=" + strconv.Itoa(t.ifindex),
 		"DEVMEM_ADDR4=" + hostAddr4,
@@ -61,6 +64,10 @@ func (t *topology) environ() []string {
 		"DEVMEM_NSIM_DEBUGFS=" + nsimDebugfs(hostNsimID),
 		"DEVMEM_PEER_NSIM_DEBUGFS=" + nsimDebugfs(peerNsimID),
 	}
+	if t.pod != nil {
+		env = append(env, t.pod.Environ()...)
+	}
+	return env
 }
 
 // setupTopology makes two netdevsim ports, eth0 in the init netns and eth0
@@ -148,7 +155,41 @@ func setupTopology(logf func(string, ...any)) (*topology, error) {
 	if !fileExists(nsimDebugfs(hostNsimID)) {
 		logf("warning: %s does not exist", nsimDebugfs(hostNsimID))
 	}
+	if mode := os.Getenv(podModeEnv); mode != "" {
+		if t.pod, err = setupPod(t, mode); err != nil {
+			return nil, err
+		}
+		logf("pod %s: %s (ifindex %d) <-> %s (ifindex %d in the pod), %s queue %d leased as %s queue %d, userns %q",
+			t.pod.Netns, t.pod.HostIfName, t.pod.HostIfIndex, t.pod.GuestIfName, t.pod.GuestIfIndex,
+			t.ifname, t.pod.PhysQueue, t.pod.GuestIfName, t.pod.Queue, t.pod.UserNS)
+	}
 	return t, nil
+}
+
+// podModeEnv carries vmexec's -pod flag from the host to the guest's
+// topology setup.
+const podModeEnv = "DEVMEM_VMEXEC_POD"
+
+// setupPod adds the container network of -pod MODE: netns "pod" (MODE
+// "netns"), or netns "pod" owned by user namespace "pod" (MODE "userns"),
+// with a netkit pair, the last netdevsim queue leased to nk_guest and the
+// BPF redirects of the kernel's NetDrvContEnv. It stays for the VM's life.
+func setupPod(t *topology, mode string) (*selftest.Pod, error) {
+	var opts selftest.PodOptions
+	switch mode {
+	case "netns":
+	case "userns":
+		opts.UserNS = true
+	default:
+		return nil, fmt.Errorf("-pod %q: want netns or userns", mode)
+	}
+	topo := &selftest.Topology{
+		IfName:    t.ifname,
+		IfIndex:   t.ifindex,
+		Addr6:     netip.MustParseAddr(hostAddr6),
+		PeerNetns: peerNetns,
+	}
+	return selftest.NewPod(topo, &opts)
 }
 
 func newNsimDevice(id int) error {
@@ -178,7 +219,10 @@ func onlyNetdev() (string, int, error) {
 // checkTCP connects from the peer to the host side and back, over both
 // address families, so a broken link fails here and not in some test.
 func checkTCP(peerNS *os.File) error {
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	// A healthy check takes milliseconds; the deadline only matters on an
+	// overloaded host, where a guest that needed minutes to boot also needs
+	// several SYN retransmits (1 s, 2 s, 4 s, ...) here. 10 s was too short.
+	ctx, cancel := context.WithTimeout(context.Background(), topologyCheckTimeout)
 	defer cancel()
 	var d net.Dialer
 	for _, pair := range [][2]string{{hostAddr4, peerAddr4}, {hostAddr6, peerAddr6}} {
@@ -216,6 +260,9 @@ func checkTCP(peerNS *os.File) error {
 	}
 	return nil
 }
+
+// topologyCheckTimeout bounds all four TCP checks together.
+const topologyCheckTimeout = 60 * time.Second
 
 func setLinkUp(name string) error {
 	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)

@@ -4,7 +4,8 @@
 // linked program (the kernel's C ncdevmem), its recvmsg calls, the devmem
 // frags those returned, and its SO_DEVMEM_DONTNEED setsockopt calls, and
 // writes them at exit to the file named by $COUNTSYS_OUT as
-// "recvmsg=N frags=N dontneed=N tokens=N". Each wrapper adds one counter
+// "recvmsg=N frags=N dontneed=N tokens=N max_outstanding=N" (tokens
+// received and not yet freed, at most). Each wrapper adds one counter
 // increment (and a walk over the cmsgs) to the real call.
 //
 // gcc -shared -fPIC -O2 -o countsys.so countsys.c -ldl (see selftest/bench/run.sh)
@@ -27,6 +28,7 @@ struct dmabuf_token_range {
 };
 
 static unsigned long long n_recvmsg, n_frags, n_dontneed, n_tokens;
+static long long outstanding, max_outstanding;
 
 static ssize_t (*real_recvmsg)(int, struct msghdr *, int);
 static int (*real_setsockopt)(int, int, int, const void *, socklen_t);
@@ -40,7 +42,9 @@ ssize_t recvmsg(int fd, struct msghdr *msg, int flags)
 	if (ret > 0 && msg->msg_control) {
 		for (struct cmsghdr *cm = CMSG_FIRSTHDR(msg); cm; cm = CMSG_NXTHDR(msg, cm))
 			if (cm->cmsg_level == SOL_SOCKET && cm->cmsg_type == SCM_DEVMEM_DMABUF)
-				n_frags++;
+				n_frags++, outstanding++;
+		if (outstanding > max_outstanding)
+			max_outstanding = outstanding;
 	}
 	return ret;
 }
@@ -55,7 +59,11 @@ int setsockopt(int fd, int level, int name, const void *val, socklen_t len)
 		for (socklen_t i = 0; i < len / sizeof(*r); i++)
 			n_tokens += r[i].token_count;
 	}
-	return real_setsockopt(fd, level, name, val, len);
+	int ret = real_setsockopt(fd, level, name, val, len);
+
+	if (level == SOL_SOCKET && name == SO_DEVMEM_DONTNEED && ret > 0)
+		outstanding -= ret;
+	return ret;
 }
 
 __attribute__((destructor)) static void countsys_write(void)
@@ -68,7 +76,7 @@ __attribute__((destructor)) static void countsys_write(void)
 	FILE *f = fopen(path, "w");
 	if (!f)
 		return;
-	fprintf(f, "recvmsg=%llu frags=%llu dontneed=%llu tokens=%llu\n",
-		n_recvmsg, n_frags, n_dontneed, n_tokens);
+	fprintf(f, "recvmsg=%llu frags=%llu dontneed=%llu tokens=%llu max_outstanding=%lld\n",
+		n_recvmsg, n_frags, n_dontneed, n_tokens, max_outstanding);
 	fclose(f);
 }

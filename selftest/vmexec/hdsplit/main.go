@@ -10,7 +10,7 @@ import (
 	"fmt"
 	"os"
 
-	"github.com/devmem-go/devmem"
+	"github.com/devmem-go/devmem/nic"
 )
 
 func main() {
@@ -25,20 +25,20 @@ func main() {
 }
 
 func set(ifname string, on bool) error {
-	nic, err := devmem.OpenNIC(ifname)
+	n, err := nic.Open(ifname)
 	if err != nil {
 		return err
 	}
-	defer nic.Close()
-	split := devmem.TCPDataSplitDisabled
+	defer n.Close()
+	split := nic.TCPDataSplitDisabled
 	if on {
-		split = devmem.TCPDataSplitEnabled
+		split = nic.TCPDataSplitEnabled
 	}
-	if err := nic.SetTCPDataSplit(split); err != nil {
+	if err := n.SetTCPDataSplit(split); err != nil {
 		return err
 	}
 	if on {
-		return nic.SetHDSThresh(0)
+		return n.SetHDSThresh(0)
 	}
 	return nil
 }

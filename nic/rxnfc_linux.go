@@ -1,26 +1,19 @@
-package devmem
+//go:build linux
+
+package nic
 
 import (
 	"encoding/binary"
 	"fmt"
 	"net/netip"
 	"runtime"
+
+	"golang.org/x/sys/unix"
 )
 
-// SIOCETHTOOL command numbers and flags this package needs that x/sys lacks
-// or that must exist outside Linux for the layout code
-// (include/uapi/linux/ethtool.h).
+// The flags of include/uapi/linux/ethtool.h that x/sys lacks (it has the
+// ETHTOOL_* command numbers and the *_FLOW types, used from there).
 const (
-	_ETHTOOL_GFLAGS      = 0x25
-	_ETHTOOL_SFLAGS      = 0x26
-	_ETHTOOL_GRXCLSRLCNT = 0x2e
-	_ETHTOOL_GRXCLSRULE  = 0x2f
-	_ETHTOOL_GRXCLSRLALL = 0x30
-	_ETHTOOL_SRXCLSRLDEL = 0x31
-	_ETHTOOL_SRXCLSRLINS = 0x32
-	_ETHTOOL_GRXFHINDIR  = 0x38
-	_ETHTOOL_SRXFHINDIR  = 0x39
-
 	_ETH_FLAG_NTUPLE = 1 << 27
 
 	_FLOW_EXT     = 0x80000000
@@ -193,3 +186,7 @@ func (l rxnfcLayout) decodeFlowRule(b []byte) (r FlowRule, ok bool) {
 	}
 	return r, ft&(_FLOW_EXT|_FLOW_MAC_EXT|_FLOW_RSS) == 0
 }
+
+// The exported flow types are x/sys's numbers (they are spelled out in the
+// OS-neutral file, where x/sys/unix is not available).
+var _ = [1]struct{}{}[FlowTCP4-unix.TCP_V4_FLOW+FlowTCP6-unix.TCP_V6_FLOW]

@@ -1,6 +1,6 @@
 //go:build linux
 
-package devmem
+package nic
 
 import (
 	"encoding/binary"
@@ -15,7 +15,35 @@ import (
 	"github.com/mdlayher/genetlink/genltest"
 	"github.com/mdlayher/netlink"
 	"golang.org/x/sys/unix"
+
+	"github.com/devmem-go/devmem/internal/errs"
 )
+
+func nlU32(v uint32) []byte { return binary.NativeEndian.AppendUint32(nil, v) }
+
+// nlAttr builds one attribute by hand, so expectations do not lean on the
+// encoder under test.
+func nlAttr(typ uint16, data []byte) []byte {
+	b := binary.NativeEndian.AppendUint16(nil, uint16(4+len(data)))
+	b = binary.NativeEndian.AppendUint16(b, typ)
+	b = append(b, data...)
+	for len(b)%4 != 0 {
+		b = append(b, 0)
+	}
+	return b
+}
+
+func nlCat(bs ...[]byte) []byte {
+	var out []byte
+	for _, b := range bs {
+		out = append(out, b...)
+	}
+	return out
+}
+
+func genlReply(cmd uint8, attrs ...[]byte) []genetlink.Message {
+	return []genetlink.Message{{Header: genetlink.Header{Command: cmd, Version: 1}, Data: nlCat(attrs...)}}
+}
 
 const testEthtoolFamilyID = 0x15
 
@@ -127,11 +155,11 @@ func TestEthtoolErrors(t *testing.T) {
 		return nil, &netlink.OpError{Op: "receive", Err: unix.EINVAL, Message: "can't disable tcp-data-split while device has memory provider enabled"}
 	}, func(string, []byte) error { return unix.EOPNOTSUPP })
 	err := nic.SetTCPDataSplit(TCPDataSplitDisabled)
-	var e *Error
+	var e *errs.Error
 	if !errors.As(err, &e) || e.Op != "rings-set" || e.Errno != unix.EINVAL || e.Message == "" {
 		t.Errorf("rings-set error %#v", err)
 	}
-	if _, err := nic.RSSIndirection(); !errors.Is(err, ErrNotSupported) {
+	if _, err := nic.RSSIndirection(); !errors.Is(err, errors.ErrUnsupported) {
 		t.Errorf("RSS on a driver without it: %v", err)
 	}
 }
@@ -149,7 +177,7 @@ func TestEthtoolFamilyMissing(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer c.close()
-	if _, err := c.rings(); !errors.Is(err, ErrNotSupported) {
+	if _, err := c.rings(); !errors.Is(err, errors.ErrUnsupported) {
 		t.Errorf("rings without the ethtool family: %v", err)
 	}
 }
@@ -176,7 +204,7 @@ func TestRxnfcLayouts(t *testing.T) {
 				Type: FlowTCP4, Src: netip.MustParseAddr("192.0.2.1"), Dst: netip.MustParseAddr("192.0.2.2"),
 				SrcPort: 0x1234, DstPort: 5201, Queue: 15,
 			}
-			b := tt.l.newRxnfc(_ETHTOOL_SRXCLSRLINS, 0)
+			b := tt.l.newRxnfc(unix.ETHTOOL_SRXCLSRLINS, 0)
 			if len(b) != tt.l.size {
 				t.Fatalf("size %d", len(b))
 			}
@@ -184,7 +212,7 @@ func TestRxnfcLayouts(t *testing.T) {
 				t.Fatal(err)
 			}
 			want := make([]byte, tt.l.size)
-			le32(want, 0, _ETHTOOL_SRXCLSRLINS)
+			le32(want, 0, unix.ETHTOOL_SRXCLSRLINS)
 			le32(want, 16, uint32(unix.TCP_V4_FLOW))
 			copy(want[20:], []byte{192, 0, 2, 1, 192, 0, 2, 2, 0x12, 0x34, 0x14, 0x51})
 			copy(want[92:], []byte{0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff})
@@ -201,12 +229,12 @@ func TestRxnfcLayouts(t *testing.T) {
 			}
 
 			r6 := FlowRule{Type: FlowTCP6, Dst: netip.MustParseAddr("2001:db8::1"), DstPort: 80, Queue: QueueDrop}
-			b = tt.l.newRxnfc(_ETHTOOL_SRXCLSRLINS, 0)
+			b = tt.l.newRxnfc(unix.ETHTOOL_SRXCLSRLINS, 0)
 			if err := tt.l.encodeFlowRule(b, r6, 9); err != nil {
 				t.Fatal(err)
 			}
 			want = make([]byte, tt.l.size)
-			le32(want, 0, _ETHTOOL_SRXCLSRLINS)
+			le32(want, 0, unix.ETHTOOL_SRXCLSRLINS)
 			le32(want, 16, uint32(unix.TCP_V6_FLOW))
 			copy(want[20+16:], netip.MustParseAddr("2001:db8::1").AsSlice())
 			copy(want[20+34:], []byte{0, 80})
@@ -228,7 +256,7 @@ func TestRxnfcLayouts(t *testing.T) {
 			if err := tt.l.encodeFlowRule(tt.l.newRxnfc(0, 0), FlowRule{Type: FlowTCP4, Dst: netip.MustParseAddr("::1")}, 0); err == nil {
 				t.Error("IPv6 address accepted in a tcp4 rule")
 			}
-			if n := len(tt.l.newRxnfc(_ETHTOOL_GRXCLSRLALL, 5)); n != max(tt.l.size, tt.l.ruleLocs+20) {
+			if n := len(tt.l.newRxnfc(unix.ETHTOOL_GRXCLSRLALL, 5)); n != max(tt.l.size, tt.l.ruleLocs+20) {
 				t.Errorf("GRXCLSRLALL buffer %d", n)
 			}
 		})
@@ -255,10 +283,10 @@ func (f *fakeRules) ioctl(name string, buf []byte) error {
 	}
 	ne := binary.NativeEndian
 	switch cmd := ne.Uint32(buf); cmd {
-	case _ETHTOOL_GRXCLSRLCNT:
+	case unix.ETHTOOL_GRXCLSRLCNT:
 		ne.PutUint32(buf[f.l.ruleCnt:], uint32(len(f.rules)))
 		ne.PutUint64(buf[rxnfcData:], uint64(f.size))
-	case _ETHTOOL_GRXCLSRLALL:
+	case unix.ETHTOOL_GRXCLSRLALL:
 		n := 0
 		for loc := range uint32(64) {
 			if _, ok := f.rules[loc]; ok {
@@ -267,22 +295,22 @@ func (f *fakeRules) ioctl(name string, buf []byte) error {
 			}
 		}
 		ne.PutUint32(buf[f.l.ruleCnt:], uint32(n))
-	case _ETHTOOL_GRXCLSRULE:
+	case unix.ETHTOOL_GRXCLSRULE:
 		r, ok := f.rules[ne.Uint32(buf[f.l.location:])]
 		if !ok {
 			return unix.ENOENT
 		}
 		copy(buf, r)
-	case _ETHTOOL_SRXCLSRLINS:
+	case unix.ETHTOOL_SRXCLSRLINS:
 		loc := ne.Uint32(buf[f.l.location:])
 		if loc == _RX_CLS_LOC_ANY {
 			loc = f.nextAny
 			ne.PutUint32(buf[f.l.location:], loc)
 		}
 		f.rules[loc] = append([]byte(nil), buf[:f.l.size]...)
-	case _ETHTOOL_SRXCLSRLDEL:
+	case unix.ETHTOOL_SRXCLSRLDEL:
 		delete(f.rules, ne.Uint32(buf[f.l.location:]))
-	case _ETHTOOL_GRXFHINDIR:
+	case unix.ETHTOOL_GRXFHINDIR:
 		size := ne.Uint32(buf[4:])
 		if size == 0 {
 			ne.PutUint32(buf[4:], uint32(len(f.indir)))
@@ -291,7 +319,7 @@ func (f *fakeRules) ioctl(name string, buf []byte) error {
 		for i, q := range f.indir {
 			ne.PutUint32(buf[8+4*i:], q)
 		}
-	case _ETHTOOL_SRXFHINDIR:
+	case unix.ETHTOOL_SRXFHINDIR:
 		size := ne.Uint32(buf[4:])
 		if size == 0 {
 			for i := range f.indir {
@@ -302,9 +330,9 @@ func (f *fakeRules) ioctl(name string, buf []byte) error {
 		for i := range f.indir {
 			f.indir[i] = ne.Uint32(buf[8+4*i:])
 		}
-	case _ETHTOOL_GFLAGS:
+	case unix.ETHTOOL_GFLAGS:
 		ne.PutUint32(buf[4:], f.flags)
-	case _ETHTOOL_SFLAGS:
+	case unix.ETHTOOL_SFLAGS:
 		f.flags = ne.Uint32(buf[4:])
 	default:
 		f.t.Errorf("unexpected ethtool cmd %#x", cmd)
@@ -354,89 +382,79 @@ func (f *fakeRings) serve(greq genetlink.Message, _ netlink.Message) ([]genetlin
 	return nil, genltest.Error(int(unix.EOPNOTSUPP))
 }
 
-func TestSnapshotRestore(t *testing.T) {
+func TestOpenMissing(t *testing.T) {
+	_, err := Open("devmem-no-such-if0")
+	if !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("OpenNIC of a missing interface: %v", err)
+	}
+}
+
+// TestSetupOverEthtool runs a devmem setup and its undo through the real
+// request encoding (ethtool netlink and SIOCETHTOOL) against fake drivers,
+// including the split restore sequence ncdevmem uses.
+func TestSetupOverEthtool(t *testing.T) {
 	l := nativeRxnfcLayout()
 	rules := &fakeRules{l: l, size: 64, rules: map[uint32][]byte{}, indir: make([]uint32, 16), t: t}
 	for i := range rules.indir {
 		rules.indir[i] = uint32(i % 4)
 	}
 	rings := &fakeRings{split: 2, hds: 256, combined: 4}
-	nic := testNIC(t, rings.serve, rules.ioctl)
+	n := testNIC(t, rings.serve, rules.ioctl)
 
 	// A rule that predates us, at location 5.
-	pre := FlowRule{Type: FlowTCP4, DstPort: 22, Queue: 0}
-	if loc, err := nic.c.addFlowRule(FlowRule{Location: 5, Type: FlowTCP4, DstPort: 22}, true); err != nil || loc != 5 {
+	if loc, err := n.c.addFlowRule(FlowRule{Location: 5, Type: FlowTCP4, DstPort: 22}, true); err != nil || loc != 5 {
 		t.Fatalf("seed rule: %d %v", loc, err)
 	}
-	pre.Location = 5
+	before := mustState(t, n)
 
-	s, err := nic.Snapshot()
+	s, err := NewSetup(n, &SetupOptions{JournalDir: t.TempDir()})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !s.HasRSS || !s.RSSDefault || !s.HasRules || len(s.Rules) != 1 || s.Rules[0] != pre || !s.HasNtuple || s.Ntuple {
-		t.Fatalf("snapshot %+v", s)
-	}
-
-	// devmem setup, as ncdevmem does it.
-	if err := nic.SetNtuple(true); err != nil {
+	if err := s.EnableHeaderSplit(); err != nil {
 		t.Fatal(err)
 	}
-	if err := nic.SetHDSThresh(0); err != nil {
-		t.Fatal(err)
-	}
-	if err := nic.SetRSSEqual(3); err != nil {
+	if err := s.SteerRSSAway(3); err != nil {
 		t.Fatal(err)
 	}
 	if rules.indir[3] != 0 || rules.indir[4] != 1 {
 		t.Errorf("equal 3: %v", rules.indir)
 	}
-	loc, err := nic.AddFlowRule(FlowRule{Type: FlowTCP6, Dst: netip.MustParseAddr("2001:db8::2"), DstPort: 5201, Queue: 3})
+	loc, err := s.AddFlowRule(FlowRule{Type: FlowTCP6, Dst: netip.MustParseAddr("2001:db8::2"), DstPort: 5201, Queue: 3})
 	if err != nil {
 		t.Fatal(err)
 	}
 	if loc != 63 {
 		t.Errorf("picked location %d, want the last free one (63)", loc)
 	}
-	got, err := nic.FlowRules()
+	got, err := n.FlowRules()
 	if err != nil || len(got) != 2 || got[1].Queue != 3 || got[1].DstPort != 5201 {
 		t.Fatalf("rules %+v %v", got, err)
 	}
-	// Disabling split: restore must use unknown and then explicit enabled.
-	rings.split = 1
-	combined := uint32(6)
-	if err := nic.SetChannels(ChannelsUpdate{Combined: &combined}); err != nil {
-		t.Fatal(err)
+	if rules.flags&_ETH_FLAG_NTUPLE == 0 || rings.hds != 0 {
+		t.Errorf("flags %#x hds %d", rules.flags, rings.hds)
 	}
 	rings.splitSets = nil
-
-	if err := nic.Restore(s); err != nil {
+	if err := s.Undo(); err != nil {
 		t.Fatal(err)
 	}
+	if after := mustState(t, n); !after.Equal(before) {
+		t.Errorf("before %v\nafter  %v", before, after)
+	}
 	if len(rules.rules) != 1 || rules.rules[5] == nil {
-		t.Errorf("rules after restore: %v", rules.rules)
+		t.Errorf("rules after undo: %v", rules.rules)
 	}
-	if rules.indir[3] != 3 || rules.flags&_ETH_FLAG_NTUPLE != 0 {
-		t.Errorf("rss %v flags %#x", rules.indir, rules.flags)
-	}
-	if rings.combined != 4 || rings.hds != 256 || rings.split != 2 {
-		t.Errorf("rings/channels after restore: %+v", rings)
-	}
+	// Unknown first (this driver's auto is off), then the explicit old
+	// value.
 	if diff := cmp.Diff([]uint8{0, 2}, rings.splitSets); diff != "" {
 		t.Errorf("split restore sequence (-want +got):\n%s", diff)
 	}
 
-	// Driver picks the location when it can.
+	// The driver picks the location when it can.
 	rules.size = 64 | _RX_CLS_LOC_SPECIAL
 	rules.nextAny = 17
-	if loc, err := nic.AddFlowRule(FlowRule{Type: FlowTCP4, DstPort: 1, Queue: 1}); err != nil || loc != 17 {
+	rules.flags |= _ETH_FLAG_NTUPLE
+	if loc, err := n.AddFlowRule(FlowRule{Type: FlowTCP4, DstPort: 1, Queue: 1}); err != nil || loc != 17 {
 		t.Errorf("RX_CLS_LOC_ANY insert: %d %v", loc, err)
-	}
-}
-
-func TestOpenNICMissing(t *testing.T) {
-	_, err := OpenNIC("devmem-no-such-if0")
-	if !errors.Is(err, os.ErrNotExist) {
-		t.Errorf("OpenNIC of a missing interface: %v", err)
 	}
 }

@@ -1,6 +1,6 @@
 //go:build linux
 
-package devmem
+package nic
 
 import (
 	"encoding/binary"
@@ -15,13 +15,8 @@ import (
 	"github.com/mdlayher/genetlink"
 	"github.com/mdlayher/netlink"
 	"golang.org/x/sys/unix"
-)
 
-// ethtool_tcp_data_split values, which x/sys lacks.
-const (
-	_ETHTOOL_TCP_DATA_SPLIT_UNKNOWN  = 0
-	_ETHTOOL_TCP_DATA_SPLIT_DISABLED = 1
-	_ETHTOOL_TCP_DATA_SPLIT_ENABLED  = 2
+	"github.com/devmem-go/devmem/internal/errs"
 )
 
 // nicConn talks to one interface over ethtool generic netlink (rings,
@@ -43,7 +38,11 @@ type nicConn struct {
 	ioctl func(fd int, ifr *ifreqData, buf []byte) error
 }
 
-func openNIC(name string, ifindex int) (*NIC, error) {
+// openNIC opens an interface by name or, if name is "", by index; tests
+// replace it.
+var openNIC = openEthtool
+
+func openEthtool(name string, ifindex int) (*NIC, error) {
 	var ifi *net.Interface
 	var err error
 	if name != "" {
@@ -52,7 +51,7 @@ func openNIC(name string, ifindex int) (*NIC, error) {
 		ifi, err = net.InterfaceByIndex(ifindex)
 	}
 	if err != nil {
-		return nil, &Error{Op: "open nic", Errno: syscall.ENODEV, Err: err}
+		return nil, &errs.Error{Op: "open nic", Errno: syscall.ENODEV, Err: err}
 	}
 	c, err := newNICConn(ifi.Name, ifi.Index)
 	if err != nil {
@@ -68,7 +67,7 @@ func newNICConn(name string, ifindex int) (*nicConn, error) {
 	if err != nil {
 		fd, err = unix.Socket(unix.AF_NETLINK, unix.SOCK_RAW|unix.SOCK_CLOEXEC, unix.NETLINK_GENERIC)
 		if err != nil {
-			return nil, &Error{Op: "open nic", Errno: errnoOf(err), Err: err}
+			return nil, &errs.Error{Op: "open nic", Errno: errnoOf(err), Err: err}
 		}
 	}
 	c := &nicConn{name: name, ifindex: ifindex, fd: fd, layout: nativeRxnfcLayout(), ioctl: ioctlEthtool}
@@ -125,7 +124,7 @@ func (c *nicConn) ethtoolDo(op string, cmd uint8, flags netlink.HeaderFlags, enc
 	}
 	b, err := ae.Encode()
 	if err != nil {
-		return &Error{Op: op, Err: err}
+		return &errs.Error{Op: op, Err: err}
 	}
 	msgs, err := c.genl.Execute(genetlink.Message{
 		Header: genetlink.Header{Command: cmd, Version: c.fam.version},
@@ -137,7 +136,7 @@ func (c *nicConn) ethtoolDo(op string, cmd uint8, flags netlink.HeaderFlags, enc
 	if dec != nil {
 		for _, m := range msgs {
 			if err := decode(m.Data, dec); err != nil {
-				return &Error{Op: op, Err: err}
+				return &errs.Error{Op: op, Err: err}
 			}
 		}
 	}
@@ -255,13 +254,13 @@ func (c *nicConn) ethtoolIoctl(op string, buf []byte) error {
 	runtime.KeepAlive(buf)
 	if err != nil {
 		errno := errnoOf(err)
-		return &Error{Op: op, Errno: errno, Err: err}
+		return &errs.Error{Op: op, Errno: errno, Err: err}
 	}
 	return nil
 }
 
 func (c *nicConn) ruleCount() (count, tableSize uint32, err error) {
-	b := c.layout.newRxnfc(_ETHTOOL_GRXCLSRLCNT, 0)
+	b := c.layout.newRxnfc(unix.ETHTOOL_GRXCLSRLCNT, 0)
 	if err := c.ethtoolIoctl("ethtool GRXCLSRLCNT", b); err != nil {
 		return 0, 0, err
 	}
@@ -276,7 +275,7 @@ func (c *nicConn) ruleLocations() ([]uint32, uint32, error) {
 	if n == 0 {
 		return nil, size, nil
 	}
-	b := c.layout.newRxnfc(_ETHTOOL_GRXCLSRLALL, int(n))
+	b := c.layout.newRxnfc(unix.ETHTOOL_GRXCLSRLALL, int(n))
 	binary.NativeEndian.PutUint32(b[c.layout.ruleCnt:], n)
 	if err := c.ethtoolIoctl("ethtool GRXCLSRLALL", b); err != nil {
 		return nil, 0, err
@@ -296,7 +295,7 @@ func (c *nicConn) flowRules() ([]FlowRule, error) {
 	}
 	rules := make([]FlowRule, 0, len(locs))
 	for _, loc := range locs {
-		b := c.layout.newRxnfc(_ETHTOOL_GRXCLSRULE, 0)
+		b := c.layout.newRxnfc(unix.ETHTOOL_GRXCLSRULE, 0)
 		binary.NativeEndian.PutUint32(b[c.layout.location:], loc)
 		if err := c.ethtoolIoctl("ethtool GRXCLSRULE", b); err != nil {
 			return nil, err
@@ -328,13 +327,13 @@ func (c *nicConn) addFlowRule(r FlowRule, atLocation bool) (uint32, error) {
 				}
 			}
 			if !found {
-				return 0, &Error{Op: op, Errno: syscall.ENOSPC, Err: syscall.ENOSPC, Message: fmt.Sprintf("all %d rule locations in use", size)}
+				return 0, &errs.Error{Op: op, Errno: syscall.ENOSPC, Err: syscall.ENOSPC, Message: fmt.Sprintf("all %d rule locations in use", size)}
 			}
 		}
 	}
-	b := c.layout.newRxnfc(_ETHTOOL_SRXCLSRLINS, 0)
+	b := c.layout.newRxnfc(unix.ETHTOOL_SRXCLSRLINS, 0)
 	if err := c.layout.encodeFlowRule(b, r, loc); err != nil {
-		return 0, &Error{Op: op, Errno: syscall.EINVAL, Err: err}
+		return 0, &errs.Error{Op: op, Errno: syscall.EINVAL, Err: err}
 	}
 	if err := c.ethtoolIoctl(op, b); err != nil {
 		return 0, err
@@ -344,7 +343,7 @@ func (c *nicConn) addFlowRule(r FlowRule, atLocation bool) (uint32, error) {
 }
 
 func (c *nicConn) deleteFlowRule(loc uint32) error {
-	b := c.layout.newRxnfc(_ETHTOOL_SRXCLSRLDEL, 0)
+	b := c.layout.newRxnfc(unix.ETHTOOL_SRXCLSRLDEL, 0)
 	binary.NativeEndian.PutUint32(b[c.layout.location:], loc)
 	return c.ethtoolIoctl("ethtool SRXCLSRLDEL", b)
 }
@@ -352,13 +351,13 @@ func (c *nicConn) deleteFlowRule(loc uint32) error {
 // struct ethtool_rxfh_indir: cmd, size, ring_index[size].
 func (c *nicConn) rssIndirection() ([]uint32, error) {
 	b := make([]byte, 8)
-	binary.NativeEndian.PutUint32(b, _ETHTOOL_GRXFHINDIR)
+	binary.NativeEndian.PutUint32(b, unix.ETHTOOL_GRXFHINDIR)
 	if err := c.ethtoolIoctl("ethtool GRXFHINDIR", b); err != nil {
 		return nil, err
 	}
 	size := binary.NativeEndian.Uint32(b[4:])
 	b = make([]byte, 8+4*int(size))
-	binary.NativeEndian.PutUint32(b, _ETHTOOL_GRXFHINDIR)
+	binary.NativeEndian.PutUint32(b, unix.ETHTOOL_GRXFHINDIR)
 	binary.NativeEndian.PutUint32(b[4:], size)
 	if err := c.ethtoolIoctl("ethtool GRXFHINDIR", b); err != nil {
 		return nil, err
@@ -371,7 +370,7 @@ func (c *nicConn) rssIndirection() ([]uint32, error) {
 }
 
 func (c *nicConn) setRSSIndirection(table []uint32) error {
-	b := encodeRxfhIndir(_ETHTOOL_SRXFHINDIR, table)
+	b := encodeRxfhIndir(unix.ETHTOOL_SRXFHINDIR, table)
 	return c.ethtoolIoctl("ethtool SRXFHINDIR", b)
 }
 
@@ -389,7 +388,7 @@ func encodeRxfhIndir(cmd uint32, table []uint32) []byte {
 // NETIF_F_NTUPLE as ETH_FLAG_NTUPLE, which saves a feature-string lookup.
 func (c *nicConn) flags() (uint32, error) {
 	b := make([]byte, 8)
-	binary.NativeEndian.PutUint32(b, _ETHTOOL_GFLAGS)
+	binary.NativeEndian.PutUint32(b, unix.ETHTOOL_GFLAGS)
 	if err := c.ethtoolIoctl("ethtool GFLAGS", b); err != nil {
 		return 0, err
 	}
@@ -412,7 +411,7 @@ func (c *nicConn) setNtuple(on bool) error {
 		f &^= _ETH_FLAG_NTUPLE
 	}
 	b := make([]byte, 8)
-	binary.NativeEndian.PutUint32(b, _ETHTOOL_SFLAGS)
+	binary.NativeEndian.PutUint32(b, unix.ETHTOOL_SFLAGS)
 	binary.NativeEndian.PutUint32(b[4:], f)
 	return c.ethtoolIoctl("ethtool SFLAGS", b)
 }

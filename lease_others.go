@@ -1,0 +1,7 @@
+//go:build !linux
+
+package devmem
+
+func (*netdevConn) leaseRXQueue(int, Lease) (int, error) {
+	return -1, errNetlinkNotLinux("queue-create")
+}

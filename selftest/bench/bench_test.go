@@ -1,0 +1,120 @@
+//go:build linux
+
+package main
+
+import (
+	"bytes"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestParseKV(t *testing.T) {
+	kv, err := parseKV("bytes=10 recvmsg=3 allocs_steady=n/a junk max_outstanding=-1\n")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if kv["bytes"] != 10 || kv["recvmsg"] != 3 || kv["allocs_steady"] != -1 || kv["max_outstanding"] != -1 {
+		t.Errorf("parseKV: %v", kv)
+	}
+	if _, err := parseKV("recvmsg=3"); err == nil {
+		t.Error("parseKV accepted a line without bytes=")
+	}
+}
+
+func TestGeomFlags(t *testing.T) {
+	var g geomFlags
+	if err := g.Set("hw:a=0,b=1"); err != nil {
+		t.Fatal(err)
+	}
+	if err := g.Set("plain:"); err != nil {
+		t.Fatal(err)
+	}
+	if len(g) != 2 || g[0].label != "hw" || len(g[0].knobs) != 2 || g[0].knobs[1] != [2]string{"b", "1"} || len(g[1].knobs) != 0 {
+		t.Errorf("geometries: %+v", g)
+	}
+	if err := g.Set("x:novalue"); err == nil {
+		t.Error("accepted a knob without a value")
+	}
+}
+
+func TestMedian(t *testing.T) {
+	rs := []result{{bytes: 3e6, wall: time.Second}, {bytes: 1e6, wall: time.Second}, {bytes: 2e6, wall: time.Second}, {bytes: 10e6, wall: time.Second}}
+	if m := median(rs, result.mbps); m != 2.5 {
+		t.Errorf("median of 1,2,3,10 = %v, want 2.5", m)
+	}
+	if m := median(rs[:3], result.mbps); m != 2 {
+		t.Errorf("median of 3,1,2 = %v, want 2", m)
+	}
+}
+
+// TestFastrxValidates runs fastrx's plain TCP mode on loopback: a correct
+// stream passes, one wrong byte fails with its offset. The devmem mode is
+// exercised in the VM by make bench, which checks bytes and mismatches.
+func TestFastrxValidates(t *testing.T) {
+	gcc, err := exec.LookPath("gcc")
+	if err != nil {
+		t.Skip("no gcc")
+	}
+	bin := filepath.Join(t.TempDir(), "fastrx")
+	if out, err := exec.Command(gcc, "-O2", "-Wall", "-Werror", "-pthread", "-o", bin, "fastrx/fastrx.c").CombinedOutput(); err != nil {
+		t.Fatalf("gcc: %v\n%s", err, out)
+	}
+	const size = 3<<20 + 5
+	for _, corrupt := range []int{-1, 0, 1 << 20, size - 1} {
+		ln, err := net.Listen("tcp4", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		port := ln.Addr().(*net.TCPAddr).Port
+		ln.Close()
+		cmd := exec.Command(bin, "-m", "tcp-touch", "-v", "7", "-a", "127.0.0.1", "-p", strconv.Itoa(port), "-n", "1")
+		var stdout, stderr bytes.Buffer
+		cmd.Stdout, cmd.Stderr = &stdout, &stderr
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		var c net.Conn
+		for range 100 {
+			if c, err = net.Dial("tcp4", "127.0.0.1:"+strconv.Itoa(port)); err == nil {
+				break
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+		if err != nil {
+			cmd.Process.Kill()
+			t.Fatal(err)
+		}
+		data := bytes.Repeat([]byte{1, 2, 3, 4, 5, 6, '\n'}, size/7+1)[:size]
+		if corrupt >= 0 {
+			data[corrupt] = 0
+		}
+		if _, err := c.Write(data); err != nil {
+			t.Fatal(err)
+		}
+		c.Close()
+		err = cmd.Wait()
+		kv, perr := parseKV(stdout.String())
+		if perr != nil {
+			t.Fatalf("corrupt %d: %v (stderr %s)", corrupt, perr, stderr.String())
+		}
+		if kv["bytes"] != size {
+			t.Errorf("corrupt %d: bytes=%d, want %d", corrupt, kv["bytes"], size)
+		}
+		if corrupt < 0 {
+			if err != nil || kv["mismatches"] != 0 {
+				t.Errorf("correct stream: %v, %d mismatches, %s", err, kv["mismatches"], stderr.String())
+			}
+			continue
+		}
+		if err == nil || kv["mismatches"] != 1 || !strings.Contains(stderr.String(), "byte "+strconv.Itoa(corrupt)+" is 0") {
+			t.Errorf("corrupt byte %d: exit %v, mismatches %d, stderr %q", corrupt, err, kv["mismatches"], stderr.String())
+		}
+	}
+	_ = os.Remove(bin)
+}

@@ -1,0 +1,123 @@
+//go:build linux
+
+package main
+
+// The NIC setup that the driver does for the receivers that do none
+// themselves (tcp, fastrx, gorx): header split, RSS away from the bound
+// queues, one ntuple rule per flow, and bind-rx of the shared udmabuf
+// (fastrx; gorx binds it itself, the library's Receiver needs its
+// *Binding). Library NIC calls live here alone.
+
+import (
+	"errors"
+	"fmt"
+
+	"github.com/devmem-go/devmem"
+	"github.com/devmem-go/devmem/nic"
+	"github.com/devmem-go/devmem/selftest"
+)
+
+// udmabufSize is ncdevmem's: 16000 pages.
+const udmabufSize = 16000 * 4096
+
+type nicSetup struct {
+	topo *selftest.Topology
+	nic  *nic.NIC
+	buf  *devmem.DMABuf
+	rxQs int
+}
+
+func openNICSetup(topo *selftest.Topology) (*nicSetup, error) {
+	n, err := nic.Open(topo.IfName)
+	if err != nil {
+		return nil, err
+	}
+	ch, err := n.Channels()
+	if err != nil {
+		n.Close()
+		return nil, err
+	}
+	buf, err := devmem.NewUDMABuf(udmabufSize, &devmem.UDMABufConfig{Name: "bench"})
+	if err != nil {
+		n.Close()
+		return nil, err
+	}
+	return &nicSetup{topo: topo, nic: n, buf: buf, rxQs: ch.RXQueues()}, nil
+}
+
+func (s *nicSetup) Close() error {
+	return errors.Join(s.buf.Close(), s.nic.Close())
+}
+
+// steered is one job's configuration and binding; undo removes them.
+type steered struct {
+	setup   *nic.Setup
+	binding *devmem.Binding
+	queues  []int
+}
+
+// steer configures the top nq queues for devmem (RSS keeps the others; all
+// of them when every queue is bound, no payload flow being unsteered), adds
+// a rule per flow: peer port port+i to queue i mod nq, and with bind binds
+// the udmabuf to those queues.
+func (s *nicSetup) steer(nq, flows, port int, bind bool) (st *steered, err error) {
+	if nq < 1 || nq > s.rxQs {
+		return nil, fmt.Errorf("%d queues: %s has %d", nq, s.topo.IfName, s.rxQs)
+	}
+	start := s.rxQs - nq
+	setup, err := nic.NewSetup(s.nic, nil)
+	if err != nil {
+		return nil, err
+	}
+	st = &steered{setup: setup}
+	defer func() {
+		if err != nil {
+			err = errors.Join(err, s.undo(st))
+		}
+	}()
+	for q := start; q < s.rxQs; q++ {
+		st.queues = append(st.queues, q)
+	}
+	if err := setup.EnableHeaderSplit(); err != nil {
+		return st, fmt.Errorf("header split: %w", err)
+	}
+	if start > 0 {
+		if err := setup.SteerRSSAway(start); err != nil {
+			return st, fmt.Errorf("RSS below queue %d: %w", start, err)
+		}
+	}
+	for i := range flows {
+		_, err := setup.AddFlowRule(nic.FlowRule{
+			Type: nic.FlowTCP4,
+			Src:  s.topo.PeerAddr4, SrcPort: uint16(port + i),
+			Dst: s.topo.Addr4, DstPort: uint16(port),
+			Queue: st.queues[i%nq],
+		})
+		if err != nil {
+			return st, fmt.Errorf("flow rule %d: %w", i, err)
+		}
+	}
+	if bind {
+		b, err := devmem.BindRX(s.nic.Index(), s.buf, st.queues, nil)
+		if err != nil {
+			return st, fmt.Errorf("bind-rx to queues %v: %w", st.queues, err)
+		}
+		st.binding = b
+	}
+	return st, nil
+}
+
+func (s *nicSetup) undo(st *steered) error {
+	var errs []error
+	if st.binding != nil {
+		errs = append(errs, st.binding.Close())
+	}
+	return errors.Join(append(errs, st.setup.Undo())...)
+}
+
+func (st *steered) id() uint32 {
+	if st.binding == nil {
+		return 0
+	}
+	return st.binding.ID()
+}

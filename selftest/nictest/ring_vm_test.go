@@ -1,0 +1,194 @@
+//go:build vmtest
+
+package nictest
+
+import (
+	"errors"
+	"os"
+	"sort"
+	"testing"
+	"time"
+
+	"github.com/devmem-go/devmem"
+)
+
+// waitInflight polls the bound pool until its inflight count is want, as
+// skbs holding frags may still be on their way to being freed.
+func waitInflight(t *testing.T, nd *devmem.Netdev, x *rx, want uint64) devmem.PagePool {
+	t.Helper()
+	var p devmem.PagePool
+	for range 100 {
+		if p = boundPool(t, nd, x); p.Inflight == want {
+			return p
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	t.Fatalf("page pool %d: inflight %d, want %d (%+v)", p.ID, p.Inflight, want, p)
+	return p
+}
+
+// TestRingPrefill: bind-rx restarts the queue, and the restarted queue
+// posts its whole ring (ethtool -G rx) from the dma-buf's page pool before
+// any packet arrives; the ring's buffers count as in flight.
+func TestRingPrefill(t *testing.T) {
+	nd, err := devmem.DialNetdev()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nd.Close()
+
+	t.Run("fits", func(t *testing.T) {
+		x := setupRX(t, 8<<20, 3, nil)
+		ring := rxRing(t, x)
+		if ring == 0 || ring*niovSize > 8<<20 {
+			t.Fatalf("rx ring of %d entries", ring)
+		}
+		p := waitInflight(t, nd, x, uint64(ring))
+		if p.InflightMem != uint64(ring)*niovSize {
+			t.Errorf("inflight-mem %d, want %d", p.InflightMem, ring*niovSize)
+		}
+		if a := qstat(t, nd, x.topo.IfIndex, devmem.DirectionRX, 3, devmem.QStatRXAllocFail); a != 0 {
+			// qstats survive queue restarts; nothing before this
+			// test starved queue 3 of a fresh device, but report it.
+			t.Logf("rx-alloc-fail of queue 3 is %d", a)
+		}
+		x.transfer(t, x.topo.Addr4, 2<<20)
+		// Every token is back and the ring full again. Buffers the
+		// pool keeps for recycling also count as in flight, so the
+		// count may be higher, never lower.
+		if p := boundPool(t, nd, x); p.Inflight < uint64(ring) {
+			t.Errorf("inflight %d after the transfer, below the ring's %d", p.Inflight, ring)
+		}
+	})
+
+	t.Run("small-dmabuf", func(t *testing.T) {
+		// A dma-buf of fewer buffers than the ring: the queue starts
+		// with all of them posted and counts the refill that came up
+		// short, as fbnic_fill_bdq() does.
+		const bufs = 64
+		topo, _ := prepareNIC(t)
+		before := qstat(t, nd, topo.IfIndex, devmem.DirectionRX, 2, devmem.QStatRXAllocFail)
+		x := setupRX(t, bufs*niovSize, 2, nil)
+		if ring := rxRing(t, x); ring <= bufs {
+			t.Fatalf("rx ring of %d entries is not larger than %d buffers", ring, bufs)
+		}
+		waitInflight(t, nd, x, bufs)
+		if a := qstat(t, nd, x.topo.IfIndex, devmem.DirectionRX, 2, devmem.QStatRXAllocFail); a <= before {
+			t.Errorf("rx-alloc-fail of queue 2 stayed at %d with a ring larger than the dma-buf", a)
+		}
+		// The flow still gets through, buffer by buffer.
+		x.transfer(t, x.topo.Addr6, 1<<20)
+	})
+}
+
+// TestStarvationResume starves a flow 20 times: the receiver holds every
+// token until nothing arrives for a while (the NIC's ring and the dma-buf
+// are empty, packets are dropped as no_buf), then gives them all back and
+// measures how long the flow takes to deliver its next byte. Every drop in
+// the stall must be for lack of buffers, and the flow must always resume.
+func TestStarvationResume(t *testing.T) {
+	const rounds = 20
+	x := setupRX(t, 256*niovSize, 3, nil)
+	nd, err := devmem.DialNetdev()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nd.Close()
+	server, client := connect(t, x.topo.Addr4, x.port)
+	s := newStream(42)
+	const total = 64 << 20
+	sent := make(chan error, 1)
+	go func() {
+		err := s.send(client, total)
+		client.Close()
+		sent <- err
+	}()
+	r, err := devmem.NewReceiver(server, &devmem.ReceiverConfig{DMABufIDs: []uint32{x.binding.ID()}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+
+	var pos int64
+	recv := func(deadline time.Duration) ([]devmem.Frag, error) {
+		server.SetReadDeadline(time.Now().Add(deadline))
+		m, err := r.Recv()
+		if err != nil {
+			return nil, err
+		}
+		x.buf.BeginCPUAccess(devmem.SyncRead)
+		defer x.buf.EndCPUAccess(devmem.SyncRead)
+		for _, f := range m.Frags {
+			if f.Kind != devmem.FragDMABuf {
+				t.Fatalf("%s frag at %d", f.Kind, pos)
+			}
+			if err := s.check(pos, x.mem[f.Offset:f.Offset+uint64(f.Size)]); err != nil {
+				t.Fatal(err)
+			}
+			pos += int64(f.Size)
+		}
+		return m.Frags, nil
+	}
+
+	var resume []time.Duration
+	for round := range rounds {
+		causes := dropCauses(t)
+		overruns := qstat(t, nd, x.topo.IfIndex, devmem.DirectionRX, 3, devmem.QStatRXHWDropOverruns)
+		var held []devmem.Frag
+		for {
+			f, err := recv(time.Second)
+			if errors.Is(err, os.ErrDeadlineExceeded) {
+				break
+			}
+			if err != nil {
+				t.Fatalf("round %d: recv at %d: %v", round, pos, err)
+			}
+			held = append(held, f...)
+			if pos >= total {
+				t.Fatalf("round %d: the rest of the stream arrived with %d tokens held", round, len(held))
+			}
+		}
+		after := dropCauses(t)
+		for c, n := range after {
+			if c != "no_buf" && n != causes[c] {
+				t.Errorf("round %d: %d drops for %s while starving", round, n-causes[c], c)
+			}
+		}
+		noBuf := after["no_buf"] - causes["no_buf"]
+		if got := qstat(t, nd, x.topo.IfIndex, devmem.DirectionRX, 3, devmem.QStatRXHWDropOverruns) - overruns; got != noBuf {
+			t.Errorf("round %d: rx-hw-drop-overruns grew by %d, no_buf drops by %d", round, got, noBuf)
+		}
+		if freed, err := r.Release(held); err != nil || freed != len(held) {
+			t.Fatalf("round %d: released %d of %d tokens: %v", round, freed, len(held), err)
+		}
+		start := time.Now()
+		f, err := recv(2 * time.Minute)
+		if err != nil {
+			t.Fatalf("round %d: no byte within 2 minutes of returning %d tokens (%d no_buf drops in the stall): %v",
+				round, len(held), noBuf, err)
+		}
+		resume = append(resume, time.Since(start))
+		if _, err := r.Release(f); err != nil {
+			t.Fatal(err)
+		}
+		t.Logf("round %d: stalled at %d with %d tokens held, %d no_buf drops, resumed after %v",
+			round, pos, len(held), noBuf, resume[len(resume)-1].Round(time.Millisecond))
+	}
+
+	// The rest, releasing as it comes.
+	for pos < total {
+		f, err := recv(2 * time.Minute)
+		if err != nil {
+			t.Fatalf("recv at %d: %v", pos, err)
+		}
+		if _, err := r.Release(f); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := <-sent; err != nil {
+		t.Fatalf("sender: %v", err)
+	}
+	sort.Slice(resume, func(i, j int) bool { return resume[i] < resume[j] })
+	t.Logf("time to resume over %d stalls: min %v, median %v, max %v", rounds,
+		resume[0].Round(time.Millisecond), resume[rounds/2].Round(time.Millisecond), resume[rounds-1].Round(time.Millisecond))
+}

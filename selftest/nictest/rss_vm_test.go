@@ -1,0 +1,136 @@
+//go:build vmtest
+
+package nictest
+
+import (
+	"regexp"
+	"strings"
+	"testing"
+
+	"github.com/devmem-go/devmem"
+)
+
+// flowQueue sends one flow to port and returns the one rx queue its
+// packets were counted on (qstats rx-packets), failing if they spread.
+func flowQueue(t *testing.T, x *rx, nd *devmem.Netdev, port uint16, total int64) int {
+	t.Helper()
+	before := snapshot(t, nd, x.topo.IfName, x.topo.IfIndex)
+	server, client := connect(t, x.topo.Addr4, port)
+	x.stream(t, server, client, total)
+	after := snapshot(t, nd, x.topo.IfName, x.topo.IfIndex)
+	q := -1
+	for i := range after.queues {
+		if d := after.rx[i][0] - before.rx[i][0]; d > 1 { // one ACK may go elsewhere
+			if q >= 0 {
+				t.Fatalf("flow to port %d counted on queues %d and %d", port, q, i)
+			}
+			q = i
+		}
+	}
+	if q < 0 {
+		t.Fatalf("flow to port %d counted on no queue", port)
+	}
+	return q
+}
+
+// TestRSSContext creates an additional RSS context over queues 2-3 (the
+// devmem queues, as an iperf-like devmem receiver does), steers a port to
+// it with an ntuple rule carrying the context, and checks every flow lands
+// entirely on one of its queues and both get flows; then modifies the
+// context to queue 3 only, and deletes rule and context.
+func TestRSSContext(t *testing.T) {
+	topo, nic := prepareNIC(t)
+	nextPort++
+	x := &rx{topo: topo, nic: nic, queue: 2, port: nextPort}
+	var err error
+	if x.buf, err = devmem.NewUDMABuf(16<<20, nil); err != nil {
+		t.Fatal(err)
+	}
+	defer x.buf.Close()
+	if x.mem, err = x.buf.Map(); err != nil {
+		t.Fatal(err)
+	}
+	if x.binding, err = devmem.BindRX(topo.IfIndex, x.buf, []int{2, 3}, nil); err != nil {
+		t.Fatal(err)
+	}
+	defer x.binding.Close()
+	if err := nic.SetRSSEqual(2); err != nil {
+		t.Fatal(err)
+	}
+	nd, err := devmem.DialNetdev()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nd.Close()
+
+	out := ethtool(t, "-X", topo.IfName, "context", "new", "start", "2", "equal", "2")
+	m := regexp.MustCompile(`New RSS context is (\d+)`).FindStringSubmatch(out)
+	if m == nil {
+		t.Fatalf("ethtool -X context new: %q", out)
+	}
+	ctx := m[1]
+	ruleOut := ethtool(t, "-N", topo.IfName, "flow-type", "tcp4", "dst-ip", topo.Addr4.String(),
+		"dst-port", itoa(int(x.port)), "context", ctx)
+	rm := regexp.MustCompile(`Added rule with ID (\d+)`).FindStringSubmatch(ruleOut)
+	if rm == nil {
+		t.Fatalf("ethtool -N ... context %s: %q", ctx, ruleOut)
+	}
+	rule := rm[1]
+	deleted := false
+	t.Cleanup(func() {
+		if !deleted {
+			ethtool(t, "-N", topo.IfName, "delete", rule)
+			ethtool(t, "-X", topo.IfName, "context", ctx, "delete")
+		}
+	})
+	if got := ethtool(t, "-n", topo.IfName, "rule", rule); !strings.Contains(got, "RSS Context ID: "+ctx) &&
+		!strings.Contains(got, "RSS Context: "+ctx) {
+		t.Errorf("rule %s does not show context %s:\n%s", rule, ctx, got)
+	}
+
+	seen := map[int]int{}
+	for range 16 {
+		q := flowQueue(t, x, nd, x.port, 64<<10)
+		if q != 2 && q != 3 {
+			t.Fatalf("flow of context %s (queues 2-3) landed on queue %d", ctx, q)
+		}
+		seen[q]++
+	}
+	t.Logf("16 flows through context %s: %v", ctx, seen)
+	if len(seen) != 2 {
+		t.Errorf("16 flows of context %s all on one queue: %v", ctx, seen)
+	}
+
+	// Modify the context: everything to queue 3.
+	ethtool(t, "-X", topo.IfName, "context", ctx, "start", "3", "equal", "1")
+	for range 4 {
+		if q := flowQueue(t, x, nd, x.port, 64<<10); q != 3 {
+			t.Fatalf("after ethtool -X context %s start 3 equal 1 a flow landed on queue %d", ctx, q)
+		}
+	}
+
+	// A context in use by a rule cannot go; without the rule it can, and
+	// the port falls back to the main table (queues 0-1, readable).
+	if out, err := ethtoolErr("-X", topo.IfName, "context", ctx, "delete"); err == nil {
+		t.Errorf("deleting context %s in use by rule %s succeeded: %s", ctx, rule, out)
+	}
+	ethtool(t, "-N", topo.IfName, "delete", rule)
+	ethtool(t, "-X", topo.IfName, "context", ctx, "delete")
+	deleted = true
+	before := snapshot(t, nd, topo.IfName, topo.IfIndex)
+	server, client := connect(t, topo.Addr4, x.port)
+	go func() { client.Write(make([]byte, 64<<10)); client.Close() }()
+	buf := make([]byte, 64<<10)
+	n := 0
+	for n < len(buf) {
+		k, err := server.Read(buf[n:])
+		if err != nil {
+			t.Fatalf("read after deleting the context: %v", err)
+		}
+		n += k
+	}
+	after := snapshot(t, nd, topo.IfName, topo.IfIndex)
+	if after.rx[2][0] != before.rx[2][0] || after.rx[3][0] != before.rx[3][0] {
+		t.Errorf("flow reached queues 2-3 after the context was deleted")
+	}
+}
