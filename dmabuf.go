@@ -3,7 +3,6 @@ package devmem
 import (
 	"errors"
 	"io"
-	"net"
 	"sync"
 )
 
@@ -50,7 +49,7 @@ func (b *DMABuf) acquire(op string) (int, error) {
 	b.life.RLock()
 	if b.closed || b.fd < 0 {
 		b.life.RUnlock()
-		return -1, errDMABufClosed(op)
+		return -1, errClosed(op)
 	}
 	return b.fd, nil
 }
@@ -384,9 +383,4 @@ var ErrNotDMABuf = errors.New("not a dma-buf")
 func roundUp(n, align int64) (int64, bool) {
 	r := (n + align - 1) &^ (align - 1)
 	return r, r >= n
-}
-
-// errDMABufClosed is the error of every DMABuf operation after Close.
-func errDMABufClosed(op string) error {
-	return &Error{Op: op, Err: net.ErrClosed, Message: "dma-buf is closed"}
 }

@@ -235,10 +235,12 @@ func connError(op string, err error) error {
 	return e
 }
 
-// closedError is the error of every Sender operation after Close, or after
-// its binding was closed.
-func closedError(op, what string) error {
-	return &Error{Op: op, Err: net.ErrClosed, Message: what + " is closed"}
+// errBindingClosed is the error of a Send after the Sender's binding was
+// closed: errClosed's, saying which of the two was closed.
+func errBindingClosed(op string, id uint32) error {
+	e := errClosed(op).(*Error)
+	e.Message = "binding " + itoa(uint64(id)) + " is closed"
+	return e
 }
 
 // Binding returns the TX binding the Sender sends from (nil only for the
@@ -270,7 +272,7 @@ func (s *Sender) SendContext(ctx context.Context, off, n int64) (seq uint32, err
 			Message: "bad range: offset " + itoaInt64(off) + " length " + itoaInt64(n)}
 	}
 	if s.binding != nil && s.binding.Closed() {
-		return 0, closedError(op, "binding "+itoa(uint64(s.dmabufID)))
+		return 0, errBindingClosed(op, s.dmabufID)
 	}
 	if err := ctx.Err(); err != nil {
 		return 0, &Error{Op: op, Err: err}
@@ -289,7 +291,7 @@ func (s *Sender) SendContext(ctx context.Context, off, n int64) (seq uint32, err
 	s.mu.Lock()
 	if s.closed {
 		s.mu.Unlock()
-		return 0, closedError(op, "sender")
+		return 0, errClosed(op)
 	}
 	seq = s.nextSeq
 	s.mu.Unlock()
@@ -334,7 +336,7 @@ func (s *Sender) beginCall(seq uint32, off int64) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.closed {
-		return closedError("sendmsg", "sender")
+		return errClosed("sendmsg")
 	}
 	id := s.nextCounter
 	s.nextCounter++
@@ -506,7 +508,7 @@ func (s *Sender) wait(ctx context.Context, cond func() bool) error {
 		}
 		if s.closed {
 			s.mu.Unlock()
-			return closedError(op, "sender")
+			return errClosed(op)
 		}
 		if err := ctx.Err(); err != nil {
 			s.mu.Unlock()
@@ -641,7 +643,7 @@ func ctxWaitError(ctx context.Context, err error) error {
 
 // sendErrnoHint explains the sendmsg errnos that devmem TX adds
 // (net/ipv4/tcp.c, net/core/devmem.c, net/core/datagram.c).
-func sendErrnoHint(errno Errno, id uint32) string {
+func sendErrnoHint(errno sysErrno, id uint32) string {
 	switch errno {
 	case _EINVAL:
 		return "dma-buf id " + itoa(uint64(id)) + " is not a TX binding (bind-tx), SO_ZEROCOPY is off, the route lacks scatter-gather, or the kernel lacks devmem TX (Linux 6.16)"
@@ -806,7 +808,7 @@ func (s *Sender) handleErrqueue(a txABI, oob []byte, msgFlags int) error {
 			s.complete(ee.Info, ee.Data)
 		case ee.Origin == _SO_EE_ORIGIN_TIMESTAMPING:
 		case ee.Errno != 0 && first == nil:
-			errno := Errno(ee.Errno)
+			errno := sysErrno(ee.Errno)
 			first = &Error{Op: "recvmsg MSG_ERRQUEUE", Errno: errno, Err: errno,
 				Message: "error queue reports origin " + itoa(uint64(ee.Origin)) + " type " + itoa(uint64(ee.Type)) + " code " + itoa(uint64(ee.Code))}
 		}

@@ -190,7 +190,7 @@ func (s *Sender) sendRange(ctx context.Context, seq uint32, off, n int64) (int64
 			closed := s.closed
 			s.mu.Unlock()
 			if closed {
-				return queued, closedError("sendmsg", "sender")
+				return queued, errClosed("sendmsg")
 			}
 			return queued, connError("sendmsg", err)
 		case s.sys.errno != 0:

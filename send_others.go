@@ -13,22 +13,22 @@ type sendSys struct{}
 
 type reapSys struct{}
 
-func (s *Sender) init() error { return unsupportedOnOS("new sender") }
+func (s *Sender) init() error { return errNotSupportedOS("new sender") }
 
 func (s *Sender) sendRange(ctx context.Context, seq uint32, off, n int64) (int64, error) {
-	return 0, unsupportedOnOS("sendmsg")
+	return 0, errNotSupportedOS("sendmsg")
 }
 
 func (s *Sender) reapWait(ctx context.Context, cond func() bool) error {
-	return unsupportedOnOS("wait completion")
+	return errNotSupportedOS("wait completion")
 }
 
 func (s *Sender) stopReaper() {}
 
 func (s *Sender) wakeReaper() {}
 
-func (s *Sender) reapNow() error { return unsupportedOnOS("recvmsg MSG_ERRQUEUE") }
+func (s *Sender) reapNow() error { return errNotSupportedOS("recvmsg MSG_ERRQUEUE") }
 
 func bindToDevice(c syscall.Conn, ifname string) error {
-	return unsupportedOnOS("setsockopt SO_BINDTODEVICE")
+	return errNotSupportedOS("setsockopt SO_BINDTODEVICE")
 }
