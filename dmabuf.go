@@ -81,15 +81,15 @@ func (b *DMABuf) Name() string {
 // /proc/self/fdinfo could not be read.
 func (b *DMABuf) Exporter() string { return b.exporter }
 
-// DMABufNameMax is the longest name SetName accepts, in bytes: the kernel's
+// dmabufNameMax is the longest name SetName accepts, in bytes: the kernel's
 // DMA_BUF_NAME_LEN (32) less the terminating NUL.
-const DMABufNameMax = 31
+const dmabufNameMax = 31
 
 // SetName sets the buffer's debug name, shown in /proc/<pid>/fdinfo and
-// /sys/kernel/debug/dma_buf/bufinfo. The name must be at most DMABufNameMax
-// bytes and contain no NUL.
+// /sys/kernel/debug/dma_buf/bufinfo. The name must be at most 31
+// bytes (the kernel's DMA_BUF_NAME_LEN less the NUL) and contain no NUL.
 func (b *DMABuf) SetName(name string) error {
-	if len(name) > DMABufNameMax {
+	if len(name) > dmabufNameMax {
 		return &Error{Op: "dma-buf set name", Errno: _EINVAL, Err: _EINVAL,
 			Message: "name is " + itoa(uint64(len(name))) + " bytes; at most 31 fit (DMA_BUF_NAME_LEN 32 with the NUL)"}
 	}
@@ -357,7 +357,7 @@ func NewUDMABuf(size int64, cfg *UDMABufConfig) (*DMABuf, error) {
 		return nil, &Error{Op: "udmabuf create", Errno: _EINVAL, Err: _EINVAL,
 			Message: "HugePageSize " + itoa(uint64(hp)) + " is not a power of two"}
 	}
-	if len(c.Name) > DMABufNameMax {
+	if len(c.Name) > dmabufNameMax {
 		return nil, &Error{Op: "udmabuf create", Errno: _EINVAL, Err: _EINVAL,
 			Message: "name longer than 31 bytes"}
 	}

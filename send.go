@@ -143,7 +143,8 @@ type sendRecord struct {
 
 // NewSender prepares the socket of conn (a *net.TCPConn, connected or about
 // to be) to send from the dma-buf of b, a binding made by BindTX: it turns
-// SO_ZEROCOPY on. Bind the socket to the bound device too (BindToDevice), or
+// SO_ZEROCOPY on. Bind the socket to the bound device too (SO_BINDTODEVICE:
+// unix.BindToDevice in a net.Dialer Control function, before it connects), or
 // the kernel refuses routes that leave through another device with ENODEV.
 // cfg may be nil.
 //
@@ -648,7 +649,7 @@ func sendErrnoHint(errno sysErrno, id uint32) string {
 	case _EINVAL:
 		return "dma-buf id " + itoa(uint64(id)) + " is not a TX binding (bind-tx), SO_ZEROCOPY is off, the route lacks scatter-gather, or the kernel lacks devmem TX (Linux 6.16)"
 	case _ENODEV:
-		return "the route to the peer leaves through another device than the bound one; bind the socket to it (BindToDevice)"
+		return "the route to the peer leaves through another device than the bound one; bind the socket to it (SO_BINDTODEVICE)"
 	case _EFAULT:
 		return "an offset lies beyond the end of the dma-buf"
 	case _EHOSTUNREACH:
@@ -818,24 +819,3 @@ func (s *Sender) handleErrqueue(a txABI, oob []byte, msgFlags int) error {
 	}
 	return first
 }
-
-// BindToDevice binds the socket of c to the network interface ifname
-// (SO_BINDTODEVICE), as devmem TX wants: the kernel refuses a send whose route
-// leaves through another device than the bound one. Call it before connecting.
-func BindToDevice(c syscall.Conn, ifname string) error {
-	return bindToDevice(c, ifname)
-}
-
-// BindToDeviceControl returns a net.Dialer (or net.ListenConfig) Control
-// function that binds the socket to ifname before it connects, as ncdevmem's
-// client does.
-func BindToDeviceControl(ifname string) func(network, address string, c syscall.RawConn) error {
-	return func(network, address string, c syscall.RawConn) error {
-		return bindToDevice(rawConnHolder{c}, ifname)
-	}
-}
-
-// rawConnHolder presents a RawConn as a syscall.Conn.
-type rawConnHolder struct{ rc syscall.RawConn }
-
-func (h rawConnHolder) SyscallConn() (syscall.RawConn, error) { return h.rc, nil }

@@ -345,22 +345,3 @@ func (s *Sender) drainLocked(fd int) error {
 		}
 	}
 }
-
-func bindToDevice(c syscall.Conn, ifname string) error {
-	rc, err := c.SyscallConn()
-	if err != nil {
-		return &Error{Op: "setsockopt SO_BINDTODEVICE", Err: err}
-	}
-	var serr error
-	if err := rc.Control(func(fd uintptr) {
-		serr = unix.SetsockoptString(int(fd), unix.SOL_SOCKET, unix.SO_BINDTODEVICE, ifname)
-	}); err != nil {
-		return &Error{Op: "setsockopt SO_BINDTODEVICE", Err: err}
-	}
-	if serr != nil {
-		e := errnoError("setsockopt SO_BINDTODEVICE", serr).(*Error)
-		e.Message = "device " + ifname
-		return e
-	}
-	return nil
-}

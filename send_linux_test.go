@@ -225,45 +225,6 @@ func TestNewSenderNotTCP(t *testing.T) {
 	}
 }
 
-func TestBindToDevice(t *testing.T) {
-	c, err := net.ListenPacket("udp4", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	uc := c.(*net.UDPConn)
-	if err := BindToDevice(uc, "lo"); err != nil {
-		if errors.Is(err, os.ErrPermission) {
-			t.Skip(err)
-		}
-		t.Fatalf("BindToDevice(lo): %v", err)
-	}
-	if err := BindToDevice(uc, "nosuchdev0"); !errors.Is(err, os.ErrNotExist) {
-		t.Errorf("BindToDevice(nosuchdev0) = %v, want os.ErrNotExist", err)
-	}
-}
-
-func TestBindToDeviceControl(t *testing.T) {
-	ln, err := net.Listen("tcp4", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	d := net.Dialer{Control: BindToDeviceControl("lo")}
-	c, err := d.Dial("tcp4", ln.Addr().String())
-	if err != nil {
-		if errors.Is(err, os.ErrPermission) {
-			t.Skip(err)
-		}
-		t.Fatal(err)
-	}
-	c.Close()
-	d = net.Dialer{Control: BindToDeviceControl("nosuchdev0")}
-	if _, err := d.Dial("tcp4", ln.Addr().String()); !errors.Is(err, os.ErrNotExist) {
-		t.Errorf("dial bound to a missing device: %v", err)
-	}
-}
-
 // stuckSend sends n bytes that stay in flight while the peer does not read:
 // n is more than the peer's receive window, so part of the send waits in the
 // send queue and its zerocopy completion cannot arrive. It returns the Send's

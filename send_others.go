@@ -2,10 +2,7 @@
 
 package devmem
 
-import (
-	"context"
-	"syscall"
-)
+import "context"
 
 var nativeTxABI = txABI{wordSize: 8, solSocket: 1, scmDevmemDMABuf: 79}
 
@@ -28,7 +25,3 @@ func (s *Sender) stopReaper() {}
 func (s *Sender) wakeReaper() {}
 
 func (s *Sender) reapNow() error { return errNotSupportedOS("recvmsg MSG_ERRQUEUE") }
-
-func bindToDevice(c syscall.Conn, ifname string) error {
-	return errNotSupportedOS("setsockopt SO_BINDTODEVICE")
-}
