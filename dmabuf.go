@@ -142,6 +142,9 @@ const (
 	SyncEnd SyncFlags = 1 << 2
 )
 
+// String returns the flags as "start" or "end" followed by the direction
+// ("|read", "|write", "|rw"), as in "start|rw"; unknown bits are shown as
+// "|unknown(N)".
 func (f SyncFlags) String() string {
 	s := "start"
 	if f&SyncEnd != 0 {

@@ -51,15 +51,23 @@ type Completion struct {
 // then failed. The queued part is tracked under Seq like any other Send: wait
 // for it before reusing the range.
 type PartialSendError struct {
-	Seq    uint32
+	// Seq is the sequence number the queued part is tracked under.
+	Seq uint32
+	// Queued is the number of bytes, from the start of the range, that
+	// were queued before the failure.
 	Queued int64
-	Err    error
+	// Err is the failure that stopped the Send, an *Error (a cancelled
+	// context's error inside one).
+	Err error
 }
 
+// Error returns Err's text followed by what was queued and under which
+// sequence number.
 func (e *PartialSendError) Error() string {
 	return e.Err.Error() + " (after queuing " + itoa(uint64(e.Queued)) + " bytes as send " + itoa(uint64(e.Seq)) + ")"
 }
 
+// Unwrap returns Err, so errors.Is and errors.As see the failure.
 func (e *PartialSendError) Unwrap() error { return e.Err }
 
 // ErrSendsPending is reported by Close when sends had not completed yet.
