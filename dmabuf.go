@@ -3,7 +3,6 @@ package devmem
 import (
 	"errors"
 	"io"
-	"net"
 	"sync"
 )
 
@@ -50,7 +49,7 @@ func (b *DMABuf) acquire(op string) (int, error) {
 	b.life.RLock()
 	if b.closed || b.fd < 0 {
 		b.life.RUnlock()
-		return -1, errDMABufClosed(op)
+		return -1, errClosed(op)
 	}
 	return b.fd, nil
 }
@@ -82,15 +81,15 @@ func (b *DMABuf) Name() string {
 // /proc/self/fdinfo could not be read.
 func (b *DMABuf) Exporter() string { return b.exporter }
 
-// DMABufNameMax is the longest name SetName accepts, in bytes: the kernel's
+// dmabufNameMax is the longest name SetName accepts, in bytes: the kernel's
 // DMA_BUF_NAME_LEN (32) less the terminating NUL.
-const DMABufNameMax = 31
+const dmabufNameMax = 31
 
 // SetName sets the buffer's debug name, shown in /proc/<pid>/fdinfo and
-// /sys/kernel/debug/dma_buf/bufinfo. The name must be at most DMABufNameMax
-// bytes and contain no NUL.
+// /sys/kernel/debug/dma_buf/bufinfo. The name must be at most 31
+// bytes (the kernel's DMA_BUF_NAME_LEN less the NUL) and contain no NUL.
 func (b *DMABuf) SetName(name string) error {
-	if len(name) > DMABufNameMax {
+	if len(name) > dmabufNameMax {
 		return &Error{Op: "dma-buf set name", Errno: _EINVAL, Err: _EINVAL,
 			Message: "name is " + itoa(uint64(len(name))) + " bytes; at most 31 fit (DMA_BUF_NAME_LEN 32 with the NUL)"}
 	}
@@ -143,6 +142,9 @@ const (
 	SyncEnd SyncFlags = 1 << 2
 )
 
+// String returns the flags as "start" or "end" followed by the direction
+// ("|read", "|write", "|rw"), as in "start|rw"; unknown bits are shown as
+// "|unknown(N)".
 func (f SyncFlags) String() string {
 	s := "start"
 	if f&SyncEnd != 0 {
@@ -358,7 +360,7 @@ func NewUDMABuf(size int64, cfg *UDMABufConfig) (*DMABuf, error) {
 		return nil, &Error{Op: "udmabuf create", Errno: _EINVAL, Err: _EINVAL,
 			Message: "HugePageSize " + itoa(uint64(hp)) + " is not a power of two"}
 	}
-	if len(c.Name) > DMABufNameMax {
+	if len(c.Name) > dmabufNameMax {
 		return nil, &Error{Op: "udmabuf create", Errno: _EINVAL, Err: _EINVAL,
 			Message: "name longer than 31 bytes"}
 	}
@@ -384,9 +386,4 @@ var ErrNotDMABuf = errors.New("not a dma-buf")
 func roundUp(n, align int64) (int64, bool) {
 	r := (n + align - 1) &^ (align - 1)
 	return r, r >= n
-}
-
-// errDMABufClosed is the error of every DMABuf operation after Close.
-func errDMABufClosed(op string) error {
-	return &Error{Op: op, Err: net.ErrClosed, Message: "dma-buf is closed"}
 }

@@ -117,7 +117,7 @@ func TestNewUDMABufValidation(t *testing.T) {
 
 func TestSetNameValidation(t *testing.T) {
 	b := &DMABuf{fd: -1}
-	if err := b.SetName(strings.Repeat("n", DMABufNameMax+1)); !errors.Is(err, _EINVAL) || !strings.Contains(err.Error(), "31") {
+	if err := b.SetName(strings.Repeat("n", dmabufNameMax+1)); !errors.Is(err, _EINVAL) || !strings.Contains(err.Error(), "31") {
 		t.Errorf("32-byte name: %v", err)
 	}
 	if err := b.SetName("a\x00b"); !errors.Is(err, _EINVAL) {

@@ -310,3 +310,36 @@ func TestVMOpenDMABufNotDMABuf(t *testing.T) {
 		t.Errorf("OpenDMABuf on a procfs file: %v", err)
 	}
 }
+
+// TestVMDMABufAllocs: ReadAt, WriteAt and Sync on a mapped udmabuf allocate
+// nothing.
+func TestVMDMABufAllocs(t *testing.T) {
+	selftest.Require(t)
+	buf, err := devmem.NewUDMABuf(1<<20, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer buf.Close()
+	p := make([]byte, 4096)
+	if _, err := buf.WriteAt(p, 0); err != nil { // maps
+		t.Fatal(err)
+	}
+	for name, fn := range map[string]func() error{
+		"ReadAt":  func() error { _, err := buf.ReadAt(p, 8192); return err },
+		"WriteAt": func() error { _, err := buf.WriteAt(p, 8192); return err },
+		"Sync":    func() error { return buf.Sync(devmem.SyncStart | devmem.SyncRead) },
+	} {
+		var ferr error
+		allocs := testing.AllocsPerRun(100, func() {
+			if err := fn(); err != nil {
+				ferr = err
+			}
+		})
+		if ferr != nil {
+			t.Fatalf("%s: %v", name, ferr)
+		}
+		if allocs != 0 {
+			t.Errorf("%s: %.1f allocations per call, want 0", name, allocs)
+		}
+	}
+}

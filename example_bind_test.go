@@ -1,59 +1,51 @@
 package devmem_test
 
 import (
-	"errors"
 	"fmt"
 	"log"
 	"net/netip"
 
 	"github.com/devmem-go/devmem"
+	"github.com/devmem-go/devmem/nic"
 )
 
-// This example prepares a NIC the way ncdevmem does, binds a dma-buf to its
-// last RX queue and puts everything back afterwards. It needs CAP_NET_ADMIN
-// and a devmem-capable NIC.
+// This example prepares a NIC the way ncdevmem does (with package nic),
+// binds a dma-buf to its last RX queue and undoes its NIC changes
+// afterwards. It needs CAP_NET_ADMIN and a devmem-capable NIC.
 func ExampleBindRX() {
 	// buf comes from devmem.NewUDMABuf or a GPU exporter.
 	var buf *devmem.DMABuf
 
-	nic, err := devmem.OpenNIC("eth1")
+	n, err := nic.Open("eth1")
 	if err != nil {
 		log.Fatal(err)
 	}
-	defer nic.Close()
-
-	saved, err := nic.Snapshot()
-	if err != nil {
-		log.Fatal(err)
-	}
-	defer func() {
-		if err := nic.Restore(saved); err != nil {
-			log.Print(err)
-		}
-	}()
-
-	ch, err := nic.Channels()
+	defer n.Close()
+	ch, err := n.Channels()
 	if err != nil {
 		log.Fatal(err)
 	}
 	queue := ch.RXQueues() - 1 // keep the last RX queue for devmem
 
-	// Header split on and hds-thresh 0 (separate requests), RSS away from
-	// the devmem queue, and a flow rule steering the test flow to it.
-	if err := nic.SetTCPDataSplit(devmem.TCPDataSplitEnabled); err != nil {
+	s, err := nic.NewSetup(n, nil)
+	if err != nil {
 		log.Fatal(err)
 	}
-	if err := nic.SetHDSThresh(0); err != nil && !errors.Is(err, devmem.ErrNotSupported) {
+	defer func() {
+		if err := s.Undo(); err != nil {
+			log.Print(err)
+		}
+	}()
+	// Header split on and hds-thresh 0, RSS away from the devmem queue,
+	// and a flow rule steering the flow to it.
+	if err := s.EnableHeaderSplit(); err != nil {
 		log.Fatal(err)
 	}
-	if err := nic.SetRSSEqual(queue); err != nil {
+	if err := s.SteerRSSAway(queue); err != nil {
 		log.Fatal(err)
 	}
-	if err := nic.SetNtuple(true); err != nil {
-		log.Fatal(err)
-	}
-	if _, err := nic.AddFlowRule(devmem.FlowRule{
-		Type:    devmem.FlowTCP6,
+	if _, err := s.AddFlowRule(nic.FlowRule{
+		Type:    nic.FlowTCP6,
 		Dst:     netip.MustParseAddr("2001:db8::1"),
 		DstPort: 5201,
 		Queue:   queue,
@@ -61,17 +53,17 @@ func ExampleBindRX() {
 		log.Fatal(err)
 	}
 
-	b, err := devmem.BindRX(nic.Index(), buf, []int{queue}, nil)
+	b, err := devmem.BindRX(n.Index(), buf, []int{queue}, nil)
 	if err != nil {
 		// For example "devmem: bind-rx: invalid argument: tcp-data-split
 		// is disabled"; errors.Is(err, unix.EINVAL) holds.
 		log.Fatal(err)
 	}
-	// Unbind before Restore: the kernel keeps header split on while a
-	// queue is bound.
+	// Unbind before Undo (deferred calls run last first): the kernel
+	// keeps header split on while a queue is bound.
 	defer b.Close()
 
-	fmt.Printf("dma-buf bound as id %d to queue %d of %s\n", b.ID(), queue, nic.Name())
+	fmt.Printf("dma-buf bound as id %d to queue %d of %s\n", b.ID(), queue, n.Name())
 	// ... accept a connection and receive with a devmem.Receiver.
 }
 

@@ -3,5 +3,5 @@
 package devmem
 
 func (*netdevConn) leaseRXQueue(int, Lease) (int, error) {
-	return -1, errNetlinkNotLinux("queue-create")
+	return -1, errNotSupportedOS("queue-create")
 }

@@ -17,6 +17,8 @@ const (
 	DirectionTX Direction = 1 // NETDEV_QUEUE_TYPE_TX
 )
 
+// String returns "rx" or "tx" (the netlink spec's names), or
+// "Direction(N)" for a value the kernel does not define.
 func (d Direction) String() string {
 	switch d {
 	case DirectionRX:
@@ -114,6 +116,7 @@ func (b *Binding) Close() error {
 
 // Device is a netdev as the netdev netlink family describes it (dev-get).
 type Device struct {
+	// Ifindex is the device's interface index.
 	Ifindex int
 	// XDPFeatures is the NETDEV_XDP_ACT_* mask of supported XDP features.
 	XDPFeatures uint64
@@ -128,9 +131,12 @@ type Device struct {
 
 // Queue is one RX or TX queue of a netdev (queue-get).
 type Queue struct {
-	ID      int
+	// ID is the queue's index among the device's queues of its Type.
+	ID int
+	// Ifindex is the interface index of the device the queue belongs to.
 	Ifindex int
-	Type    Direction
+	// Type says whether it is an RX or a TX queue.
+	Type Direction
 	// NAPIID is the id of the NAPI instance serving the queue (0 if none is
 	// reported).
 	NAPIID uint32
@@ -151,9 +157,14 @@ type Queue struct {
 // PagePool is a kernel page pool (page-pool-get). A pool that serves a bound
 // RX queue reports the binding's id in DMABuf.
 type PagePool struct {
-	ID      uint64
-	Ifindex int // 0 once the netdev is gone
-	NAPIID  uint64
+	// ID is the pool's id, unique while the pool exists.
+	ID uint64
+	// Ifindex is the interface index of the device the pool serves; 0
+	// once the netdev is gone.
+	Ifindex int
+	// NAPIID is the id of the NAPI instance that allocates from the pool
+	// (0 if none is reported); Queue.NAPIID says which queue it serves.
+	NAPIID uint64
 	// Inflight is the number of buffers handed out and not yet returned
 	// (for devmem: including frags whose tokens user space still holds).
 	Inflight uint64
@@ -229,12 +240,15 @@ func (s QStat) String() string {
 // QStats is one record of qstats-get: the counters of one queue, or of a
 // whole netdev.
 type QStats struct {
+	// Ifindex is the interface index of the device counted.
 	Ifindex int
 	// PerQueue is true for a queue's record; then Type and QueueID say which
 	// queue.
 	PerQueue bool
-	Type     Direction
-	QueueID  int
+	// Type is the counted queue's direction (only when PerQueue).
+	Type Direction
+	// QueueID is the counted queue's ID (only when PerQueue).
+	QueueID int
 	// Values holds the counters the driver reported. A counter the driver
 	// does not keep is absent, not 0.
 	Values map[QStat]uint64

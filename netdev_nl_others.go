@@ -2,31 +2,25 @@
 
 package devmem
 
-import "runtime"
-
-func errNetlinkNotLinux(op string) error {
-	return &Error{Op: op, Err: ErrNotSupported, Message: "devmem TCP needs Linux, not " + runtime.GOOS + "/" + runtime.GOARCH}
-}
-
 type netdevConn struct{}
 
-func dialNetdev() (*netdevConn, error) { return nil, errNetlinkNotLinux("dial netdev") }
+func dialNetdev() (*netdevConn, error) { return nil, errNotSupportedOS("dial netdev") }
 
-func (*netdevConn) close() error                { return errNetlinkNotLinux("close netdev") }
-func (*netdevConn) device(int) (*Device, error) { return nil, errNetlinkNotLinux("dev-get") }
-func (*netdevConn) queues(int) ([]Queue, error) { return nil, errNetlinkNotLinux("queue-get") }
+func (*netdevConn) close() error                { return errNotSupportedOS("close netdev") }
+func (*netdevConn) device(int) (*Device, error) { return nil, errNotSupportedOS("dev-get") }
+func (*netdevConn) queues(int) ([]Queue, error) { return nil, errNotSupportedOS("queue-get") }
 func (*netdevConn) queue(int, Direction, int) (*Queue, error) {
-	return nil, errNetlinkNotLinux("queue-get")
+	return nil, errNotSupportedOS("queue-get")
 }
 func (*netdevConn) pagePools(int) ([]PagePool, error) {
-	return nil, errNetlinkNotLinux("page-pool-get")
+	return nil, errNotSupportedOS("page-pool-get")
 }
 func (*netdevConn) qstats(int, bool) ([]QStats, error) {
-	return nil, errNetlinkNotLinux("qstats-get")
+	return nil, errNotSupportedOS("qstats-get")
 }
 
 func bindRX(int, int, []int, *BindRXOptions) (*Binding, error) {
-	return nil, errNetlinkNotLinux("bind-rx")
+	return nil, errNotSupportedOS("bind-rx")
 }
 
-func bindTX(int, int) (*Binding, error) { return nil, errNetlinkNotLinux("bind-tx") }
+func bindTX(int, int) (*Binding, error) { return nil, errNotSupportedOS("bind-tx") }

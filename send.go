@@ -51,15 +51,23 @@ type Completion struct {
 // then failed. The queued part is tracked under Seq like any other Send: wait
 // for it before reusing the range.
 type PartialSendError struct {
-	Seq    uint32
+	// Seq is the sequence number the queued part is tracked under.
+	Seq uint32
+	// Queued is the number of bytes, from the start of the range, that
+	// were queued before the failure.
 	Queued int64
-	Err    error
+	// Err is the failure that stopped the Send, an *Error (a cancelled
+	// context's error inside one).
+	Err error
 }
 
+// Error returns Err's text followed by what was queued and under which
+// sequence number.
 func (e *PartialSendError) Error() string {
 	return e.Err.Error() + " (after queuing " + itoa(uint64(e.Queued)) + " bytes as send " + itoa(uint64(e.Seq)) + ")"
 }
 
+// Unwrap returns Err, so errors.Is and errors.As see the failure.
 func (e *PartialSendError) Unwrap() error { return e.Err }
 
 // ErrSendsPending is reported by Close when sends had not completed yet.
@@ -143,7 +151,8 @@ type sendRecord struct {
 
 // NewSender prepares the socket of conn (a *net.TCPConn, connected or about
 // to be) to send from the dma-buf of b, a binding made by BindTX: it turns
-// SO_ZEROCOPY on. Bind the socket to the bound device too (BindToDevice), or
+// SO_ZEROCOPY on. Bind the socket to the bound device too (SO_BINDTODEVICE:
+// unix.BindToDevice in a net.Dialer Control function, before it connects), or
 // the kernel refuses routes that leave through another device with ENODEV.
 // cfg may be nil.
 //
@@ -235,10 +244,12 @@ func connError(op string, err error) error {
 	return e
 }
 
-// closedError is the error of every Sender operation after Close, or after
-// its binding was closed.
-func closedError(op, what string) error {
-	return &Error{Op: op, Err: net.ErrClosed, Message: what + " is closed"}
+// errBindingClosed is the error of a Send after the Sender's binding was
+// closed: errClosed's, saying which of the two was closed.
+func errBindingClosed(op string, id uint32) error {
+	e := errClosed(op).(*Error)
+	e.Message = "binding " + itoa(uint64(id)) + " is closed"
+	return e
 }
 
 // Binding returns the TX binding the Sender sends from (nil only for the
@@ -270,7 +281,7 @@ func (s *Sender) SendContext(ctx context.Context, off, n int64) (seq uint32, err
 			Message: "bad range: offset " + itoaInt64(off) + " length " + itoaInt64(n)}
 	}
 	if s.binding != nil && s.binding.Closed() {
-		return 0, closedError(op, "binding "+itoa(uint64(s.dmabufID)))
+		return 0, errBindingClosed(op, s.dmabufID)
 	}
 	if err := ctx.Err(); err != nil {
 		return 0, &Error{Op: op, Err: err}
@@ -289,7 +300,7 @@ func (s *Sender) SendContext(ctx context.Context, off, n int64) (seq uint32, err
 	s.mu.Lock()
 	if s.closed {
 		s.mu.Unlock()
-		return 0, closedError(op, "sender")
+		return 0, errClosed(op)
 	}
 	seq = s.nextSeq
 	s.mu.Unlock()
@@ -334,7 +345,7 @@ func (s *Sender) beginCall(seq uint32, off int64) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.closed {
-		return closedError("sendmsg", "sender")
+		return errClosed("sendmsg")
 	}
 	id := s.nextCounter
 	s.nextCounter++
@@ -506,25 +517,30 @@ func (s *Sender) wait(ctx context.Context, cond func() bool) error {
 		}
 		if s.closed {
 			s.mu.Unlock()
-			return closedError(op, "sender")
+			return errClosed(op)
+		}
+		if err := ctx.Err(); err != nil {
+			s.mu.Unlock()
+			return &Error{Op: op, Err: err}
+		}
+		// Reap if nobody does; else sleep until the ledger changes.
+		select {
+		case s.reapTok <- struct{}{}:
+			s.mu.Unlock()
+			if err := s.lead(ctx, cond); err != nil {
+				return err
+			}
+			continue
+		default:
 		}
 		if s.changed == nil {
 			s.changed = make(chan struct{})
 		}
 		changed := s.changed
 		s.mu.Unlock()
-		if err := ctx.Err(); err != nil {
-			return &Error{Op: op, Err: err}
-		}
 		select {
 		case s.reapTok <- struct{}{}:
-			err := s.reapWait(ctx, cond)
-			<-s.reapTok
-			// Let a waiter that sleeps on changed take over.
-			s.mu.Lock()
-			s.notifyLocked()
-			s.mu.Unlock()
-			if err != nil {
+			if err := s.lead(ctx, cond); err != nil {
 				return err
 			}
 		case <-changed:
@@ -532,6 +548,18 @@ func (s *Sender) wait(ctx context.Context, cond func() bool) error {
 			return &Error{Op: op, Err: ctx.Err()}
 		}
 	}
+}
+
+// lead reaps for every waiter until cond holds (or the wait ends), then
+// hands the role on. The caller took s.reapTok.
+func (s *Sender) lead(ctx context.Context, cond func() bool) error {
+	err := s.reapWait(ctx, cond)
+	<-s.reapTok
+	// Let a waiter that sleeps on changed take over.
+	s.mu.Lock()
+	s.notifyLocked()
+	s.mu.Unlock()
+	return err
 }
 
 // SetWriteDeadline sets the write deadline of the connection, which bounds
@@ -617,27 +645,19 @@ func (s *Sender) restoreDeadline() {
 // ctx's error.
 func ctxWaitError(ctx context.Context, err error) error {
 	if err != nil && errors.Is(err, os.ErrDeadlineExceeded) && ctx.Err() != nil {
-		return &Error{Op: opOf(err), Err: ctx.Err()}
+		return ctx.Err()
 	}
 	return err
 }
 
-func opOf(err error) string {
-	var e *Error
-	if errors.As(err, &e) {
-		return e.Op
-	}
-	return "wait"
-}
-
 // sendErrnoHint explains the sendmsg errnos that devmem TX adds
 // (net/ipv4/tcp.c, net/core/devmem.c, net/core/datagram.c).
-func sendErrnoHint(errno Errno, id uint32) string {
+func sendErrnoHint(errno sysErrno, id uint32) string {
 	switch errno {
 	case _EINVAL:
 		return "dma-buf id " + itoa(uint64(id)) + " is not a TX binding (bind-tx), SO_ZEROCOPY is off, the route lacks scatter-gather, or the kernel lacks devmem TX (Linux 6.16)"
 	case _ENODEV:
-		return "the route to the peer leaves through another device than the bound one; bind the socket to it (BindToDevice)"
+		return "the route to the peer leaves through another device than the bound one; bind the socket to it (SO_BINDTODEVICE)"
 	case _EFAULT:
 		return "an offset lies beyond the end of the dma-buf"
 	case _EHOSTUNREACH:
@@ -797,7 +817,7 @@ func (s *Sender) handleErrqueue(a txABI, oob []byte, msgFlags int) error {
 			s.complete(ee.Info, ee.Data)
 		case ee.Origin == _SO_EE_ORIGIN_TIMESTAMPING:
 		case ee.Errno != 0 && first == nil:
-			errno := Errno(ee.Errno)
+			errno := sysErrno(ee.Errno)
 			first = &Error{Op: "recvmsg MSG_ERRQUEUE", Errno: errno, Err: errno,
 				Message: "error queue reports origin " + itoa(uint64(ee.Origin)) + " type " + itoa(uint64(ee.Type)) + " code " + itoa(uint64(ee.Code))}
 		}
@@ -807,24 +827,3 @@ func (s *Sender) handleErrqueue(a txABI, oob []byte, msgFlags int) error {
 	}
 	return first
 }
-
-// BindToDevice binds the socket of c to the network interface ifname
-// (SO_BINDTODEVICE), as devmem TX wants: the kernel refuses a send whose route
-// leaves through another device than the bound one. Call it before connecting.
-func BindToDevice(c syscall.Conn, ifname string) error {
-	return bindToDevice(c, ifname)
-}
-
-// BindToDeviceControl returns a net.Dialer (or net.ListenConfig) Control
-// function that binds the socket to ifname before it connects, as ncdevmem's
-// client does.
-func BindToDeviceControl(ifname string) func(network, address string, c syscall.RawConn) error {
-	return func(network, address string, c syscall.RawConn) error {
-		return bindToDevice(rawConnHolder{c}, ifname)
-	}
-}
-
-// rawConnHolder presents a RawConn as a syscall.Conn.
-type rawConnHolder struct{ rc syscall.RawConn }
-
-func (h rawConnHolder) SyscallConn() (syscall.RawConn, error) { return h.rc, nil }

@@ -190,7 +190,7 @@ func (s *Sender) sendRange(ctx context.Context, seq uint32, off, n int64) (int64
 			closed := s.closed
 			s.mu.Unlock()
 			if closed {
-				return queued, closedError("sendmsg", "sender")
+				return queued, errClosed("sendmsg")
 			}
 			return queued, connError("sendmsg", err)
 		case s.sys.errno != 0:
@@ -344,23 +344,4 @@ func (s *Sender) drainLocked(fd int) error {
 			return err
 		}
 	}
-}
-
-func bindToDevice(c syscall.Conn, ifname string) error {
-	rc, err := c.SyscallConn()
-	if err != nil {
-		return &Error{Op: "setsockopt SO_BINDTODEVICE", Err: err}
-	}
-	var serr error
-	if err := rc.Control(func(fd uintptr) {
-		serr = unix.SetsockoptString(int(fd), unix.SOL_SOCKET, unix.SO_BINDTODEVICE, ifname)
-	}); err != nil {
-		return &Error{Op: "setsockopt SO_BINDTODEVICE", Err: err}
-	}
-	if serr != nil {
-		e := errnoError("setsockopt SO_BINDTODEVICE", serr).(*Error)
-		e.Message = "device " + ifname
-		return e
-	}
-	return nil
 }

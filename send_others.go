@@ -2,10 +2,7 @@
 
 package devmem
 
-import (
-	"context"
-	"syscall"
-)
+import "context"
 
 var nativeTxABI = txABI{wordSize: 8, solSocket: 1, scmDevmemDMABuf: 79}
 
@@ -13,22 +10,18 @@ type sendSys struct{}
 
 type reapSys struct{}
 
-func (s *Sender) init() error { return unsupportedOnOS("new sender") }
+func (s *Sender) init() error { return errNotSupportedOS("new sender") }
 
 func (s *Sender) sendRange(ctx context.Context, seq uint32, off, n int64) (int64, error) {
-	return 0, unsupportedOnOS("sendmsg")
+	return 0, errNotSupportedOS("sendmsg")
 }
 
 func (s *Sender) reapWait(ctx context.Context, cond func() bool) error {
-	return unsupportedOnOS("wait completion")
+	return errNotSupportedOS("wait completion")
 }
 
 func (s *Sender) stopReaper() {}
 
 func (s *Sender) wakeReaper() {}
 
-func (s *Sender) reapNow() error { return unsupportedOnOS("recvmsg MSG_ERRQUEUE") }
-
-func bindToDevice(c syscall.Conn, ifname string) error {
-	return unsupportedOnOS("setsockopt SO_BINDTODEVICE")
-}
+func (s *Sender) reapNow() error { return errNotSupportedOS("recvmsg MSG_ERRQUEUE") }

@@ -17,6 +17,7 @@ import (
 
 	"github.com/devmem-go/devmem"
 	"github.com/devmem-go/devmem/selftest"
+	"golang.org/x/sys/unix"
 )
 
 // These tests send out of a udmabuf bound with bind-tx on the host-side
@@ -62,13 +63,25 @@ func txSetup(t *testing.T, addr netip.Addr, size int64) (*devmem.DMABuf, *devmem
 
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	d := net.Dialer{Control: devmem.BindToDeviceControl(topo.IfName)}
+	d := net.Dialer{Control: bindToDeviceControl(topo.IfName)}
 	c, err := d.DialContext(ctx, "tcp", ln.Addr().String())
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { c.Close() })
 	return buf, binding, c.(*net.TCPConn), got
+}
+
+// bindToDeviceControl is a net.Dialer Control function binding the socket
+// to ifname (SO_BINDTODEVICE), as devmem TX needs.
+func bindToDeviceControl(ifname string) func(network, address string, c syscall.RawConn) error {
+	return func(_, _ string, c syscall.RawConn) error {
+		var err error
+		if cerr := c.Control(func(fd uintptr) { err = unix.BindToDevice(int(fd), ifname) }); cerr != nil {
+			return cerr
+		}
+		return err
+	}
 }
 
 func peerAddrs(t *testing.T) []netip.Addr {

@@ -52,6 +52,8 @@ var resultNames = map[Result]string{
 	ResultUnknown:                    "CUDA_ERROR_UNKNOWN",
 }
 
+// String returns the driver's name for r, such as "CUDA_ERROR_NOT_SUPPORTED",
+// or "CUresult(N)" for a code the package does not know.
 func (r Result) String() string {
 	if name, ok := resultNames[r]; ok {
 		return name
@@ -93,6 +95,8 @@ type Error struct {
 	Detail string
 }
 
+// Error returns "cuda: Op: " followed by the driver's name and message for
+// the code and, when set, Detail.
 func (e *Error) Error() string {
 	var b strings.Builder
 	b.WriteString("cuda: ")

@@ -4,9 +4,11 @@ import (
 	"context"
 	"log"
 	"net"
+	"syscall"
 	"time"
 
 	"github.com/devmem-go/devmem"
+	"golang.org/x/sys/unix"
 )
 
 // Send a message out of device memory: bind a dma-buf for transmit, write
@@ -32,8 +34,15 @@ func ExampleSender() {
 	}
 	defer binding.Close()
 
-	// The kernel refuses devmem sends routed through another device.
-	d := net.Dialer{Control: devmem.BindToDeviceControl(ifname)}
+	// The kernel refuses devmem sends routed through another device, so
+	// bind the socket to it (SO_BINDTODEVICE) before it connects.
+	d := net.Dialer{Control: func(_, _ string, c syscall.RawConn) error {
+		var err error
+		if cerr := c.Control(func(fd uintptr) { err = unix.BindToDevice(int(fd), ifname) }); cerr != nil {
+			return cerr
+		}
+		return err
+	}}
 	conn, err := d.Dial("tcp", "192.0.2.1:5201")
 	if err != nil {
 		log.Fatal(err)
