@@ -25,7 +25,7 @@ const DefaultBufferSize = 819200
 // returns when the control buffer cannot hold even one devmem control
 // message. It has no name in libc or x/sys; errors carry it as Errno
 // together with ErrControlTooSmall.
-const errnoTooSmall = Errno(525)
+const errnoTooSmall = sysErrno(525)
 
 var (
 	// ErrTooManyOutstanding means a Receiver with MaxOutstanding set holds
@@ -177,7 +177,7 @@ type Receiver struct {
 	sys    recvSys
 	ctlLen int // control bytes offered to this call
 	n      int
-	errno  Errno
+	errno  sysErrno
 	readFn func(fd uintptr) bool
 
 	// mu guards everything below and is held across each release, so a
