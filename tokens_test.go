@@ -4,7 +4,6 @@ import (
 	"math"
 	"math/rand/v2"
 	"slices"
-	"sync"
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
@@ -205,33 +204,4 @@ func TestTokenSet(t *testing.T) {
 	if diff := cmp.Diff(CoalesceTokens(nil, want), s.appendRanges(nil)); diff != "" {
 		t.Fatalf("appendRanges (-want +got):\n%s", diff)
 	}
-}
-
-// fakeReleaser frees every token it has not seen before, like the kernel
-// does with outstanding tokens.
-type fakeReleaser struct {
-	mu       sync.Mutex
-	released map[uint32]int
-	calls    int
-	err      error
-}
-
-func (f *fakeReleaser) ReleaseTokens(tokens []uint32) (int, error) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	f.calls++
-	if f.err != nil {
-		return 0, f.err
-	}
-	freed := 0
-	for _, tok := range tokens {
-		if f.released[tok] == 0 {
-			freed++
-		}
-		f.released[tok]++
-	}
-	if freed < len(tokens) {
-		return freed, &ReleaseError{Requested: len(tokens), Freed: freed}
-	}
-	return freed, nil
 }
