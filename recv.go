@@ -104,8 +104,8 @@ type ReceiverConfig struct {
 	ReleaseDelay time.Duration
 }
 
-// DefaultReleaseDelay is ReceiverConfig.ReleaseDelay's default.
-const DefaultReleaseDelay = 10 * time.Millisecond
+// defaultReleaseDelay is ReceiverConfig.ReleaseDelay's default.
+const defaultReleaseDelay = 10 * time.Millisecond
 
 // defaultReleaseBatch is ReleaseBatch when the receiver's token budget is
 // unknown: the smallest batch that still keeps SO_DEVMEM_DONTNEED calls at
@@ -309,7 +309,7 @@ func newReceiver(b *Binding, cfg *ReceiverConfig) (*Receiver, error) {
 	}
 	r.delay = c.ReleaseDelay
 	if r.delay == 0 {
-		r.delay = DefaultReleaseDelay
+		r.delay = defaultReleaseDelay
 	}
 
 	r.bufSize = c.BufferSize
