@@ -119,25 +119,21 @@ func ExampleReceiver_RecvInto() {
 	}
 }
 
-// Return tokens of frags received by other means (ParseControl) in
-// batches of up to 1024 per system call.
-func ExampleTokenBatcher() {
+// Return the tokens of frags received by other means (ParseControl): one
+// TokenReleaser call coalesces them into ranges and makes as few
+// SO_DEVMEM_DONTNEED calls as the kernel's limits allow.
+func ExampleTokenReleaser() {
 	var conn *net.TCPConn // receiving devmem data through recvmsg of its own
 	rel, err := devmem.NewTokenReleaser(conn)
 	if err != nil {
 		log.Fatal(err)
 	}
-	b := devmem.NewTokenBatcher(rel, &devmem.TokenBatcherConfig{Threshold: 512})
-	defer func() {
-		if err := b.Close(); err != nil {
-			log.Print(err)
-		}
-		log.Printf("%+v", b.Stats())
-	}()
-	var frags []devmem.Frag // from ParseControl, consumed
-	if err := b.Add(frags); err != nil {
+	var tokens []uint32 // of consumed FragDMABuf frags
+	freed, err := rel.ReleaseTokens(tokens)
+	if err != nil {
 		log.Print(err)
 	}
+	log.Printf("%d of %d tokens freed", freed, len(tokens))
 }
 
 // Parsing control data from a recvmsg made by other means.

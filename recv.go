@@ -25,7 +25,7 @@ const DefaultBufferSize = 819200
 // returns when the control buffer cannot hold even one devmem control
 // message. It has no name in libc or x/sys; errors carry it as Errno
 // together with ErrControlTooSmall.
-const errnoTooSmall = Errno(525)
+const errnoTooSmall = sysErrno(525)
 
 var (
 	// ErrTooManyOutstanding means a Receiver with MaxOutstanding set holds
@@ -104,8 +104,8 @@ type ReceiverConfig struct {
 	ReleaseDelay time.Duration
 }
 
-// DefaultReleaseDelay is ReceiverConfig.ReleaseDelay's default.
-const DefaultReleaseDelay = 10 * time.Millisecond
+// defaultReleaseDelay is ReceiverConfig.ReleaseDelay's default.
+const defaultReleaseDelay = 10 * time.Millisecond
 
 // defaultReleaseBatch is ReleaseBatch when the receiver's token budget is
 // unknown: the smallest batch that still keeps SO_DEVMEM_DONTNEED calls at
@@ -177,7 +177,7 @@ type Receiver struct {
 	sys    recvSys
 	ctlLen int // control bytes offered to this call
 	n      int
-	errno  Errno
+	errno  sysErrno
 	readFn func(fd uintptr) bool
 
 	// mu guards everything below and is held across each release, so a
@@ -309,7 +309,7 @@ func newReceiver(b *Binding, cfg *ReceiverConfig) (*Receiver, error) {
 	}
 	r.delay = c.ReleaseDelay
 	if r.delay == 0 {
-		r.delay = DefaultReleaseDelay
+		r.delay = defaultReleaseDelay
 	}
 
 	r.bufSize = c.BufferSize

@@ -16,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/devmem-go/devmem/nic"
 	"github.com/devmem-go/devmem/selftest"
 	"golang.org/x/sys/unix"
 )
@@ -71,10 +72,10 @@ func (s *vmStream) send(w io.Writer, total int64) error {
 
 // vmRX is a NIC prepared for devmem RX: header split on, hds-thresh 0, a
 // udmabuf bound to some queues, RSS away from the first bound queue and a
-// flow rule to it. Cleanup unbinds and restores the NIC.
+// flow rule to it. Cleanup unbinds, then undoes the NIC setup.
 type vmRX struct {
 	topo    *selftest.Topology
-	nic     *NIC
+	setup   *nic.Setup
 	buf     *DMABuf
 	mem     []byte
 	binding *Binding
@@ -85,38 +86,66 @@ var vmNextPort = 6000
 
 func vmPort() uint16 { vmNextPort++; return uint16(vmNextPort) }
 
-// vmPrepareNIC turns header split on and hds-thresh to 0, restoring the
-// previous state at cleanup.
-func vmPrepareNIC(t *testing.T) (*selftest.Topology, *NIC) {
+// vmNICSetup turns header split on and hds-thresh to 0 through a nic.Setup,
+// undone at cleanup (after the cleanups registered later, such as closing
+// bindings, which Undo needs first).
+func vmNICSetup(t *testing.T) (*selftest.Topology, *nic.Setup) {
 	t.Helper()
 	topo := selftest.Require(t)
-	nic, err := OpenNIC(topo.IfName)
+	n, err := nic.Open(topo.IfName)
 	if err != nil {
 		t.Fatal(err)
 	}
-	before, err := nic.Snapshot()
+	s, err := nic.NewSetup(n, nil)
+	if err != nil {
+		n.Close()
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := s.Undo(); err != nil {
+			t.Errorf("undo the setup of %s: %v", topo.IfName, err)
+		}
+		n.Close()
+	})
+	if err := s.EnableHeaderSplit(); err != nil {
+		t.Fatal(err)
+	}
+	return topo, s
+}
+
+// vmPrepareNIC is vmNICSetup for callers that still want the root
+// package's deprecated *NIC (compat_nic.go): it goes once they use
+// vmNICSetup.
+func vmPrepareNIC(t *testing.T) (*selftest.Topology, *NIC) {
+	t.Helper()
+	topo := selftest.Require(t)
+	n, err := OpenNIC(topo.IfName)
+	if err != nil {
+		t.Fatal(err)
+	}
+	before, err := n.Snapshot()
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() {
-		if err := nic.Restore(before); err != nil {
+		if err := n.Restore(before); err != nil {
 			t.Errorf("restore %s: %v", topo.IfName, err)
 		}
-		nic.Close()
+		n.Close()
 	})
-	if err := nic.SetTCPDataSplit(TCPDataSplitEnabled); err != nil {
+	if err := n.SetTCPDataSplit(TCPDataSplitEnabled); err != nil {
 		t.Fatal(err)
 	}
-	if err := nic.SetHDSThresh(0); err != nil {
+	if err := n.SetHDSThresh(0); err != nil {
 		t.Fatal(err)
 	}
-	return topo, nic
+	return topo, n
 }
 
 func vmSetupRX(t *testing.T, bufSize int64, queues []int) *vmRX {
 	t.Helper()
-	topo, nic := vmPrepareNIC(t)
-	x := &vmRX{topo: topo, nic: nic, port: vmPort()}
+	topo, setup := vmNICSetup(t)
+	x := &vmRX{topo: topo, setup: setup, port: vmPort()}
 	var err error
 	if x.buf, err = NewUDMABuf(bufSize, nil); err != nil {
 		t.Fatal(err)
@@ -133,16 +162,16 @@ func vmSetupRX(t *testing.T, bufSize int64, queues []int) *vmRX {
 	// Steer the test's flow to the first bound queue and everything else
 	// to the queues before it, as ncdevmem does.
 	if queues[0] > 0 {
-		if err := nic.SetRSSEqual(queues[0]); err != nil {
+		if err := setup.SteerRSSAway(queues[0]); err != nil {
 			t.Fatal(err)
 		}
 	}
 	for _, a := range []netip.Addr{topo.Addr4, topo.Addr6} {
-		ft := FlowTCP4
+		ft := nic.FlowTCP4
 		if a.Is6() {
-			ft = FlowTCP6
+			ft = nic.FlowTCP6
 		}
-		if _, err := nic.AddFlowRule(FlowRule{Type: ft, Dst: a, DstPort: x.port, Queue: queues[0]}); err != nil {
+		if _, err := setup.AddFlowRule(nic.FlowRule{Type: ft, Dst: a, DstPort: x.port, Queue: queues[0]}); err != nil {
 			t.Fatalf("flow rule to queue %d: %v", queues[0], err)
 		}
 	}
@@ -376,7 +405,8 @@ func TestVMRXNoFDLeak(t *testing.T) {
 }
 
 func TestVMBindRXErrors(t *testing.T) {
-	topo, nic := vmPrepareNIC(t)
+	topo, setup := vmNICSetup(t)
+	n := setup.NIC()
 	buf, err := NewUDMABuf(1<<20, nil)
 	if err != nil {
 		t.Fatal(err)
@@ -399,10 +429,10 @@ func TestVMBindRXErrors(t *testing.T) {
 	}
 
 	t.Run("header split off", func(t *testing.T) {
-		if err := nic.SetTCPDataSplit(TCPDataSplitDisabled); err != nil {
+		if err := n.SetTCPDataSplit(nic.TCPDataSplitDisabled); err != nil {
 			t.Fatal(err)
 		}
-		defer nic.SetTCPDataSplit(TCPDataSplitEnabled)
+		defer n.SetTCPDataSplit(nic.TCPDataSplitEnabled)
 		b, err := BindRX(topo.IfIndex, buf, []int{1}, nil)
 		if err == nil {
 			b.Close()
@@ -410,10 +440,10 @@ func TestVMBindRXErrors(t *testing.T) {
 		wantErr(t, err, unix.EINVAL, "tcp-data-split is disabled")
 	})
 	t.Run("hds-thresh not zero", func(t *testing.T) {
-		if err := nic.SetHDSThresh(128); err != nil {
+		if err := n.SetHDSThresh(128); err != nil {
 			t.Fatal(err)
 		}
-		defer nic.SetHDSThresh(0)
+		defer n.SetHDSThresh(0)
 		b, err := BindRX(topo.IfIndex, buf, []int{1}, nil)
 		if err == nil {
 			b.Close()

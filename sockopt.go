@@ -70,7 +70,7 @@ type TokenReleaser struct {
 	batch   [maxDontneedRanges]TokenRange
 	batchN  int
 	ret     uintptr
-	errno   Errno
+	errno   sysErrno
 	control func(fd uintptr)
 
 	// afterBatch, when set, sees each batch the kernel accepted.

@@ -1,12 +1,9 @@
 package devmem
 
 import (
-	"errors"
 	"math"
 	"math/rand/v2"
-	"net"
 	"slices"
-	"sync"
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
@@ -206,84 +203,5 @@ func TestTokenSet(t *testing.T) {
 	}
 	if diff := cmp.Diff(CoalesceTokens(nil, want), s.appendRanges(nil)); diff != "" {
 		t.Fatalf("appendRanges (-want +got):\n%s", diff)
-	}
-}
-
-// fakeReleaser frees every token it has not seen before, like the kernel
-// does with outstanding tokens.
-type fakeReleaser struct {
-	mu       sync.Mutex
-	released map[uint32]int
-	calls    int
-	err      error
-}
-
-func (f *fakeReleaser) ReleaseTokens(tokens []uint32) (int, error) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	f.calls++
-	if f.err != nil {
-		return 0, f.err
-	}
-	freed := 0
-	for _, tok := range tokens {
-		if f.released[tok] == 0 {
-			freed++
-		}
-		f.released[tok]++
-	}
-	if freed < len(tokens) {
-		return freed, &ReleaseError{Requested: len(tokens), Freed: freed}
-	}
-	return freed, nil
-}
-
-func TestTokenBatcher(t *testing.T) {
-	f := &fakeReleaser{released: map[uint32]int{}}
-	b := NewTokenBatcher(f, &TokenBatcherConfig{Threshold: 100})
-	tok := uint32(1)
-	for i := 0; i < 57; i++ {
-		frags := []Frag{{Kind: FragLinear, Size: 10}}
-		for j := 0; j < 7; j++ {
-			frags = append(frags, Frag{Kind: FragDMABuf, Token: tok})
-			tok++
-		}
-		if err := b.Add(frags); err != nil {
-			t.Fatal(err)
-		}
-		if s := b.Stats(); s.Pending >= 100 {
-			t.Fatalf("%d tokens pending after Add, threshold 100", s.Pending)
-		}
-	}
-	if err := b.Close(); err != nil {
-		t.Fatal(err)
-	}
-	s := b.Stats()
-	if want := (TokenStats{Added: 57 * 7, Released: 57 * 7}); s != want {
-		t.Fatalf("stats %+v, want %+v", s, want)
-	}
-	for tk := uint32(1); tk < tok; tk++ {
-		if f.released[tk] != 1 {
-			t.Fatalf("token %d released %d times", tk, f.released[tk])
-		}
-	}
-	if err := b.Add([]Frag{{Kind: FragDMABuf, Token: 1}}); !errors.Is(err, net.ErrClosed) {
-		t.Fatalf("Add after Close: %v", err)
-	}
-
-	// Failures are counted, not retried, and the invariant holds.
-	f2 := &fakeReleaser{released: map[uint32]int{}, err: errors.New("boom")}
-	b2 := NewTokenBatcher(f2, &TokenBatcherConfig{Threshold: 4})
-	if err := b2.AddTokens([]uint32{1, 2, 3, 4}); err == nil {
-		t.Fatal("no error from a failing release")
-	}
-	f2.err = nil
-	b2.AddTokens([]uint32{5, 5})
-	var re *ReleaseError
-	if err := b2.Close(); !errors.As(err, &re) || re.Requested != 2 || re.Freed != 1 {
-		t.Fatalf("Close: %v", err)
-	}
-	if s, want := b2.Stats(), (TokenStats{Added: 6, Released: 1, Failed: 5}); s != want {
-		t.Fatalf("stats %+v, want %+v", s, want)
 	}
 }
