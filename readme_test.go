@@ -1,3 +1,8 @@
+//go:build !vmtest
+
+// The host runs this (make unit); the VM test run (-tags vmtest) need not
+// compile the README again under emulation.
+
 package devmem_test
 
 import (

@@ -8,6 +8,8 @@ import (
 	"runtime"
 	"testing"
 	"time"
+
+	"github.com/devmem-go/devmem/selftest"
 )
 
 // checkFrags validates the payload of frags (dma-buf frags through the
@@ -66,7 +68,9 @@ func recvSome(t *testing.T, r *Receiver, m *Message) {
 // the kernel reissued its tokens, is refused before any SO_DEVMEM_DONTNEED;
 // the kernel's freed counts then prove nothing was freed by the refused
 // calls: each frag's token is freed exactly once, by its own release.
-func TestVMRXFragOwnership(t *testing.T) {
+func TestVMRXFragOwnership(t *testing.T) { vmGeometries(t, vmFragOwnership) }
+
+func vmFragOwnership(t *testing.T) {
 	x := vmSetupRX(t, 8<<20, []int{3})
 	const total = 1 << 20
 	var rs [2]*Receiver
@@ -144,7 +148,9 @@ func TestVMRXFragOwnership(t *testing.T) {
 // TestVMRXMaxOutstanding: a consumer that keeps many frags back, under a
 // full-rate sender, never sees more than MaxOutstanding tokens out, not
 // even for one receive, and the transfer completes with every byte intact.
-func TestVMRXMaxOutstanding(t *testing.T) {
+func TestVMRXMaxOutstanding(t *testing.T) { vmGeometries(t, vmMaxOutstanding) }
+
+func vmMaxOutstanding(t *testing.T) {
 	x := vmSetupRX(t, 8<<20, []int{3})
 	server, client := x.connect(t, x.topo.Addr4)
 	const (
@@ -220,6 +226,26 @@ func TestVMRXMaxOutstanding(t *testing.T) {
 // test: the control buffer must be sized for the kernel's 40-byte
 // CMSG_LEN with 36-byte compat messages.
 func TestVMRXBatched64MiB(t *testing.T) {
+	vmGeometries(t, vmBatched64MiB)
+}
+
+// vmGeometries runs f with the simulated NIC's frag geometries: packed
+// like hardware (several frags per 4K net_iov, payloads crossing their
+// boundaries) and, where the NIC has the knob, one packet per fresh
+// net_iov.
+func vmGeometries(t *testing.T, f func(t *testing.T)) {
+	t.Run("packed", f)
+	if _, err := selftest.NsimKnob("devmem_rx_buf_per_pkt"); err != nil {
+		t.Logf("no devmem_rx_buf_per_pkt knob (%v): one geometry only", err)
+		return
+	}
+	t.Run("buf-per-packet", func(t *testing.T) {
+		vmKnob(t, "devmem_rx_buf_per_pkt", "1")
+		f(t)
+	})
+}
+
+func vmBatched64MiB(t *testing.T) {
 	x := vmSetupRX(t, 16<<20, []int{3})
 	t.Logf("GOARCH %s, machine %q, compat %v: %d bytes per devmem cmsg, %d needed free",
 		runtime.GOARCH, unameMachine(), compatKernel, devmemCmsgSpace, devmemCmsgNeed)

@@ -515,3 +515,39 @@ func TestHeaderSplitAutoReadsOn(t *testing.T) {
 		t.Errorf("header split left explicitly %v, was auto", f.split)
 	}
 }
+
+// TestNICCloseRacesCalls: Close while other goroutines use the NIC and a
+// Setup of it; every call either works or fails with net.ErrClosed.
+func TestNICCloseRacesCalls(t *testing.T) {
+	f := newFakeDev()
+	n := fakeNIC(f)
+	s, err := NewSetup(n, &SetupOptions{JournalDir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	for i := range 6 {
+		wg.Go(func() {
+			for range 50 {
+				var err error
+				switch i % 3 {
+				case 0:
+					_, err = n.Rings()
+				case 1:
+					_, err = n.State()
+				case 2:
+					err = s.SteerRSSAway(2)
+				}
+				if err != nil && !errors.Is(err, net.ErrClosed) {
+					t.Errorf("call %d: %v", i%3, err)
+					return
+				}
+			}
+		})
+	}
+	wg.Go(func() { n.Close() })
+	wg.Wait()
+	if err := s.Undo(); err != nil && !errors.Is(err, net.ErrClosed) {
+		t.Errorf("Undo after Close: %v", err)
+	}
+}

@@ -142,9 +142,3 @@ func NotSupportedBefore(op, feature, version string) error {
 func NotSupportedOS(op, goos, goarch string) error {
 	return &Error{Op: op, Err: &NotSupportedError{Op: op, Feature: "devmem TCP on " + goos + "/" + goarch + " (it needs Linux)"}}
 }
-
-// NotSupportedBy wraps a kernel refusal (EOPNOTSUPP from a driver, say)
-// that shows a feature is missing on this device.
-func NotSupportedBy(op, feature string, refusal error) error {
-	return &Error{Op: op, Err: &NotSupportedError{Op: op, Feature: feature, Err: refusal}}
-}

@@ -70,8 +70,9 @@ func (r result) gib() float64  { return float64(r.bytes) / (1 << 30) }
 func runJob(c *config, topo *selftest.Topology, ns *nicSetup, j job, port int) (result, error) {
 	var st *steered
 	var err error
-	bind := j.recv == "fastrx" || j.recv == "gorx" || j.recv == "gorx1"
-	st, err = ns.steer(max(1, j.queues), j.flows, port, bind)
+	// fastrx gets the driver's binding; gorx binds the same udmabuf to the
+	// same queues itself (the library's Receiver takes the *Binding).
+	st, err = ns.steer(max(1, j.queues), j.flows, port, j.recv == "fastrx")
 	if err != nil {
 		return result{}, err
 	}
@@ -111,7 +112,16 @@ func runJob(c *config, topo *selftest.Topology, ns *nicSetup, j job, port int) (
 		f := os.NewFile(uintptr(fd), "dmabuf")
 		defer f.Close()
 		extra = []*os.File{f}
-		args = append(args, "-m", "devmem", "-d", "3", "-i", strconv.FormatUint(uint64(st.id()), 10))
+		args = append(args, "-m", "devmem", "-d", "3")
+		if j.recv == "fastrx" {
+			args = append(args, "-i", strconv.FormatUint(uint64(st.id()), 10))
+		} else {
+			qs := make([]string, len(st.queues))
+			for i, q := range st.queues {
+				qs[i] = strconv.Itoa(q)
+			}
+			args = append(args, "-I", strconv.Itoa(ns.nic.Index()), "-Q", strings.Join(qs, ","))
+		}
 		if j.validate {
 			args = append(args, "-v", "7")
 		}
@@ -139,6 +149,9 @@ func runJob(c *config, topo *selftest.Topology, ns *nicSetup, j job, port int) (
 	}
 	if kv["bytes"] != res.bytes {
 		return result{}, fmt.Errorf("%s received %d bytes of %d", j.recv, kv["bytes"], res.bytes)
+	}
+	if j.recv != "tcp" && kv["readable"] != 0 {
+		return result{}, fmt.Errorf("%s: %d bytes arrived readable, not in the dma-buf (steering)", j.recv, kv["readable"])
 	}
 	if kv["mismatches"] != 0 {
 		return result{}, fmt.Errorf("%s: %d mismatches", j.recv, kv["mismatches"])

@@ -3,15 +3,17 @@
 package main
 
 // The NIC setup that the driver does for the receivers that do none
-// themselves (fastrx, gorx): header split, RSS away from the bound queues,
-// one ntuple rule per flow, and bind-rx of the shared udmabuf. Library NIC
-// calls live here alone, so they follow the API where it moves.
+// themselves (tcp, fastrx, gorx): header split, RSS away from the bound
+// queues, one ntuple rule per flow, and bind-rx of the shared udmabuf
+// (fastrx; gorx binds it itself, the library's Receiver needs its
+// *Binding). Library NIC calls live here alone.
 
 import (
 	"errors"
 	"fmt"
 
 	"github.com/devmem-go/devmem"
+	"github.com/devmem-go/devmem/nic"
 	"github.com/devmem-go/devmem/selftest"
 )
 
@@ -20,102 +22,97 @@ const udmabufSize = 16000 * 4096
 
 type nicSetup struct {
 	topo *selftest.Topology
-	nic  *devmem.NIC
+	nic  *nic.NIC
 	buf  *devmem.DMABuf
 	rxQs int
 }
 
 func openNICSetup(topo *selftest.Topology) (*nicSetup, error) {
-	nic, err := devmem.OpenNIC(topo.IfName)
+	n, err := nic.Open(topo.IfName)
 	if err != nil {
 		return nil, err
 	}
-	ch, err := nic.Channels()
+	ch, err := n.Channels()
 	if err != nil {
-		nic.Close()
+		n.Close()
 		return nil, err
 	}
-	buf, err := devmem.NewUDMABufConfig(udmabufSize, devmem.UDMABufConfig{Name: "bench"})
+	buf, err := devmem.NewUDMABuf(udmabufSize, &devmem.UDMABufConfig{Name: "bench"})
 	if err != nil {
-		nic.Close()
+		n.Close()
 		return nil, err
 	}
-	return &nicSetup{topo: topo, nic: nic, buf: buf, rxQs: ch.RXQueues()}, nil
+	return &nicSetup{topo: topo, nic: n, buf: buf, rxQs: ch.RXQueues()}, nil
 }
 
 func (s *nicSetup) Close() error {
 	return errors.Join(s.buf.Close(), s.nic.Close())
 }
 
-// steered is one job's binding and rules; undo removes them.
+// steered is one job's configuration and binding; undo removes them.
 type steered struct {
+	setup   *nic.Setup
 	binding *devmem.Binding
-	rules   []uint32
 	queues  []int
 }
 
-// steer binds the udmabuf to the top nq queues (RSS keeps the others; all
-// of them when every queue is bound, no payload flow being unsteered) and
-// adds a rule per flow: peer port basePort+i to queue i mod nq. With bind
-// false only the rules are added (plain TCP on unbound queues).
-func (s *nicSetup) steer(nq, flows, port int, bind bool) (*steered, error) {
+// steer configures the top nq queues for devmem (RSS keeps the others; all
+// of them when every queue is bound, no payload flow being unsteered), adds
+// a rule per flow: peer port port+i to queue i mod nq, and with bind binds
+// the udmabuf to those queues.
+func (s *nicSetup) steer(nq, flows, port int, bind bool) (st *steered, err error) {
 	if nq < 1 || nq > s.rxQs {
 		return nil, fmt.Errorf("%d queues: %s has %d", nq, s.topo.IfName, s.rxQs)
 	}
 	start := s.rxQs - nq
-	st := &steered{}
+	setup, err := nic.NewSetup(s.nic, nil)
+	if err != nil {
+		return nil, err
+	}
+	st = &steered{setup: setup}
+	defer func() {
+		if err != nil {
+			err = errors.Join(err, s.undo(st))
+		}
+	}()
 	for q := start; q < s.rxQs; q++ {
 		st.queues = append(st.queues, q)
 	}
-	if err := s.nic.SetTCPDataSplit(devmem.TCPDataSplitEnabled); err != nil {
-		return nil, fmt.Errorf("header split: %w", err)
+	if err := setup.EnableHeaderSplit(); err != nil {
+		return st, fmt.Errorf("header split: %w", err)
 	}
-	if r, err := s.nic.Rings(); err == nil && r.HasHDSThresh {
-		if err := s.nic.SetHDSThresh(0); err != nil {
-			return nil, fmt.Errorf("hds-thresh: %w", err)
+	if start > 0 {
+		if err := setup.SteerRSSAway(start); err != nil {
+			return st, fmt.Errorf("RSS below queue %d: %w", start, err)
 		}
-	}
-	rss := start
-	if rss == 0 {
-		rss = s.rxQs
-	}
-	if err := s.nic.SetRSSEqual(rss); err != nil {
-		return nil, fmt.Errorf("RSS equal %d: %w", rss, err)
-	}
-	if err := s.nic.SetNtuple(true); err != nil {
-		return nil, fmt.Errorf("ntuple: %w", err)
-	}
-	if bind {
-		b, err := devmem.BindRX(s.nic.Index(), s.buf, st.queues, nil)
-		if err != nil {
-			return nil, fmt.Errorf("bind-rx to queues %v: %w", st.queues, err)
-		}
-		st.binding = b
 	}
 	for i := range flows {
-		loc, err := s.nic.AddFlowRule(devmem.FlowRule{
-			Type: devmem.FlowTCP4,
+		_, err := setup.AddFlowRule(nic.FlowRule{
+			Type: nic.FlowTCP4,
 			Src:  s.topo.PeerAddr4, SrcPort: uint16(port + i),
 			Dst: s.topo.Addr4, DstPort: uint16(port),
 			Queue: st.queues[i%nq],
 		})
 		if err != nil {
-			return nil, errors.Join(fmt.Errorf("flow rule %d: %w", i, err), s.undo(st))
+			return st, fmt.Errorf("flow rule %d: %w", i, err)
 		}
-		st.rules = append(st.rules, loc)
+	}
+	if bind {
+		b, err := devmem.BindRX(s.nic.Index(), s.buf, st.queues, nil)
+		if err != nil {
+			return st, fmt.Errorf("bind-rx to queues %v: %w", st.queues, err)
+		}
+		st.binding = b
 	}
 	return st, nil
 }
 
 func (s *nicSetup) undo(st *steered) error {
 	var errs []error
-	for _, loc := range st.rules {
-		errs = append(errs, s.nic.DeleteFlowRule(loc))
-	}
 	if st.binding != nil {
 		errs = append(errs, st.binding.Close())
 	}
-	return errors.Join(errs...)
+	return errors.Join(append(errs, st.setup.Undo())...)
 }
 
 func (st *steered) id() uint32 {

@@ -85,7 +85,12 @@ else
 	# Static Go binaries: the VM runs them from this machine's /, and a
 	# bundle runs them elsewhere.
 	CGO_ENABLED=0 go build -o "$bin/vmexec" ./selftest/vmexec
-	CGO_ENABLED=0 go build -o "$bin/ncdevmem" ./cmd/ncdevmem
+	# $BENCH_NCDEVMEM: another build of our cmd/ncdevmem to measure.
+	if [ -n "${BENCH_NCDEVMEM:-}" ]; then
+		cp "$BENCH_NCDEVMEM" "$bin/ncdevmem"
+	else
+		CGO_ENABLED=0 go build -o "$bin/ncdevmem" ./cmd/ncdevmem
+	fi
 	CGO_ENABLED=0 go build -o "$bin/devmem-bench" ./selftest/bench
 	CGO_ENABLED=0 go build -o "$bin/gorx" ./selftest/bench/gorx
 	gcc -O2 -Wall -pthread -static -o "$bin/fastrx" selftest/bench/fastrx/fastrx.c

@@ -63,7 +63,7 @@ func transferTool(c *config, topo *selftest.Topology, j job, port int) (result, 
 	stderrPath := pr.stderr.Name()
 	stderrText, _ := os.ReadFile(stderrPath)
 	pr.finish(c, &res, j)
-	res.maxOut, res.allocs = -1, -1
+	res.maxOut, res.allocs = -1, -1 // unless the summary says
 	switch {
 	case j.recv == "C":
 		err = readShimCounts(countsFile, &res)
@@ -101,6 +101,7 @@ func readJSONSummary(b []byte, res *result) error {
 		Frags    uint64 `json:"frags"`
 		Dontneed uint64 `json:"dontneed_calls"`
 		Valid    string `json:"validation"`
+		Peak     *int64 `json:"peak_outstanding"` // if the tool reports it
 	}
 	if err := json.Unmarshal(b, &s); err != nil {
 		return fmt.Errorf("summary %q: %w", b, err)
@@ -109,6 +110,9 @@ func readJSONSummary(b []byte, res *result) error {
 		return fmt.Errorf("ours: %s", b)
 	}
 	res.recvmsg, res.frags, res.dontneed = s.Recvmsg, s.Frags, s.Dontneed
+	if s.Peak != nil {
+		res.maxOut = *s.Peak
+	}
 	return nil
 }
 

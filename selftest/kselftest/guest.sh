@@ -30,8 +30,13 @@ die() { echo "Bail out! kselftest guest: $*"; exit 1; }
 cp "$prep/hw/iou-zcrx" "$prep/hw/"*.bpf.o "$hw/" || die "copying into $hw"
 cp "$prep/netlib/xdp_dummy.bpf.o" "$ksft/net/lib/" || die "copying into net/lib"
 
-# iproute2 with netkit first in PATH; its data files where it looks.
-export PATH=$prep/iproute2/path:$PATH
+# iproute2 with netkit first in PATH, then only the system's directories:
+# the scripts' "#!/usr/bin/env python3" must find Debian's python3 (with
+# python3-yaml, as on a fresh bookworm), not a shim of the caller's PATH (a
+# pyenv shim took 15-20 s per start under TCG; /usr/bin/python3 takes 1-5 s).
+export PATH=$prep/iproute2/path:/usr/sbin:/usr/bin:/sbin:/bin
+# Bytecode of the tests' libraries, compiled on the host by prepare.sh.
+export PYTHONPYCACHEPREFIX=$prep/pycache
 [[ -d /usr/share/iproute2 ]] || cp -r "$prep/iproute2/usr/share/iproute2" /usr/share/
 # tc loads BPF objects through libbpf, which wants bpffs.
 mountpoint -q /sys/fs/bpf || mount -t bpf bpf /sys/fs/bpf || die "mount bpffs"

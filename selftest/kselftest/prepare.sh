@@ -31,7 +31,7 @@
 # build.sh).
 set -euo pipefail
 
-RECIPE_VERSION="devmem-kselftest-recipe-1"
+RECIPE_VERSION="devmem-kselftest-recipe-2"
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 cache=${XDG_CACHE_HOME:-$HOME/.cache}/devmem
@@ -61,6 +61,7 @@ tree)
 *) die "cannot parse the source line of $kdir/version" ;;
 esac
 hw=tools/testing/selftests/drivers/net/hw
+[[ -d $tree ]] && tree=$(readlink -f "$tree")
 [[ -f $tree/$hw/devmem.py ]] ||
 	die "the kernel source tree ($kind $a $b) is not at $tree; selftest/kernel/build.sh unpacks it"
 
@@ -68,6 +69,8 @@ for c in gcc clang bpftool dpkg-deb apt-get apt-cache; do
 	command -v "$c" >/dev/null || die "$c is missing (make deps installs it)"
 done
 [[ -f /usr/include/bpf/bpf_helpers.h ]] || die "libbpf-dev is missing (make deps installs it)"
+/usr/bin/python3 -c 'import yaml' 2>/dev/null ||
+	die "/usr/bin/python3 has no yaml module (make deps installs python3-yaml)"
 
 # --------------------------------------------------------- private apt --
 aptdir=$cache/kselftest-apt
@@ -210,6 +213,7 @@ hash=$({
 	cat "${srcs[@]}" | sha
 	gcc --version | head -n1
 	clang --version | head -n1
+	/usr/bin/python3 --version
 	dpkg-query -W -f='${Version}\n' libbpf-dev 2>/dev/null || true
 } | sha)
 out=$cache/kselftest-$hash
@@ -265,6 +269,15 @@ bpfcc() {
 bpfcc "$tree/$hw/nk_forward.bpf.c" "$tmp/hw/nk_forward.bpf.o"
 bpfcc "$tree/$hw/nk_primary_rx_redirect.bpf.c" "$tmp/hw/nk_primary_rx_redirect.bpf.o"
 bpfcc "$tree/tools/testing/selftests/net/lib/xdp_dummy.bpf.c" "$tmp/netlib/xdp_dummy.bpf.o"
+
+# The libraries' bytecode, so that the VM (TCG) does not compile them for
+# every suite; guest.sh points PYTHONPYCACHEPREFIX here (the tree itself is
+# not written).
+PYTHONPYCACHEPREFIX=$tmp/pycache /usr/bin/python3 -m compileall -q \
+	"$tree/tools/net/ynl/pyynl" "$tree/tools/testing/selftests/net/lib/py" \
+	"$tree/tools/testing/selftests/drivers/net/lib/py" \
+	"$tree/tools/testing/selftests/drivers/net/hw/lib/py" \
+	"$tree/$hw/devmem_lib.py" >&2 || die "compileall"
 
 ln -sfn "$tree" "$tmp/tree"
 {

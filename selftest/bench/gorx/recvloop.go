@@ -21,6 +21,7 @@ import (
 // flowCounts are one flow's counters (fastrx's).
 type flowCounts struct {
 	bytes, recvmsgs, frags, linear, readable, dontneed, tokens, responses, mismatches int64
+	peak                                                                              int64 // tokens outstanding at most
 }
 
 func (t *flowCounts) add(o *flowCounts) {
@@ -33,6 +34,7 @@ func (t *flowCounts) add(o *flowCounts) {
 	t.tokens += o.tokens
 	t.responses += o.responses
 	t.mismatches += o.mismatches
+	t.peak += o.peak
 }
 
 type flow struct {
@@ -42,13 +44,11 @@ type flow struct {
 	err   error
 }
 
-// stats are shared by the flows: outstanding tokens of all of them and the
-// steady-state allocation window.
+// stats are shared by the flows: the steady-state allocation window.
 type stats struct {
-	outstanding, maxOutstanding atomic.Int64
-	recvmsgs                    atomic.Int64
-	warming                     atomic.Int64 // flows still in warm-up
-	warmup                      int
+	recvmsgs atomic.Int64
+	warming  atomic.Int64 // flows still in warm-up
+	warmup   int
 
 	mu                    sync.Mutex
 	startAllocs           uint64
@@ -70,16 +70,6 @@ func heapAllocs() uint64 {
 	s := []metrics.Sample{{Name: "/gc/heap/allocs:objects"}}
 	metrics.Read(s)
 	return s[0].Value.Uint64()
-}
-
-func (s *stats) addOutstanding(n int64) {
-	now := s.outstanding.Add(n)
-	for {
-		peak := s.maxOutstanding.Load()
-		if now <= peak || s.maxOutstanding.CompareAndSwap(peak, now) {
-			return
-		}
-	}
 }
 
 // warm is called by a flow after its warm-up calls; the last one opens the
@@ -134,34 +124,13 @@ func openBuffer(fd int, mapIt bool) (*devmem.DMABuf, []byte, error) {
 	return buf, mem, nil
 }
 
-// countingReleaser counts the SO_DEVMEM_DONTNEED calls behind each release
-// of a TokenBatcher and keeps the outstanding-token count. The Receiver
-// coalesces the tokens into ranges and splits them into calls of at most 128
-// ranges and 1024 tokens; the count here is that split over the runs in
-// arrival order, an upper bound (sorting only merges runs), exact when every
-// batch fits one call, as it does with consecutive tokens.
-type countingReleaser struct {
-	rx    *devmem.Receiver
-	st    *stats
-	calls int64
-	freed int64
-}
-
-func (c *countingReleaser) ReleaseTokens(tokens []uint32) (int, error) {
-	ranges, n := 0, 0
-	for i, t := range tokens {
-		if i == 0 || t != tokens[i-1]+1 {
-			ranges++
-		}
-		n++
+// bind binds the inherited dma-buf to the queues the driver steered the
+// flows to.
+func bind(c *config, buf *devmem.DMABuf) (*devmem.Binding, error) {
+	if c.ifindex <= 0 || len(c.queues) == 0 {
+		return nil, fmt.Errorf("-I IFINDEX and -Q QUEUES are required")
 	}
-	if n > 0 {
-		c.calls += int64(max((ranges+127)/128, (n+1023)/1024))
-	}
-	freed, err := c.rx.ReleaseTokens(tokens)
-	c.freed += int64(freed)
-	c.st.addOutstanding(-int64(freed))
-	return freed, err
+	return devmem.BindRX(c.ifindex, buf, c.queues, nil)
 }
 
 // pattern is ncdevmem's -v stream for a modulus, repeated so that any
@@ -211,21 +180,22 @@ func (v *validator) check(p []byte) {
 
 var zeros [65536]byte
 
-// receiveFlow receives one connection until EOF.
-func receiveFlow(c *config, st *stats, f *flow, conn *net.TCPConn, buf *devmem.DMABuf, mem []byte) (err error) {
-	rx, err := devmem.NewReceiver(conn, &devmem.ReceiverConfig{DMABufIDs: []uint32{c.id}})
+// receiveFlow receives one connection until EOF: Recv, use the payload
+// in place, Done with the frags (the Receiver batches the releases by its
+// own policy).
+func receiveFlow(c *config, st *stats, f *flow, conn *net.TCPConn, b *devmem.Binding, buf *devmem.DMABuf, mem []byte) (err error) {
+	var cfg *devmem.ReceiverConfig
+	if c.batch > 0 {
+		cfg = &devmem.ReceiverConfig{ReleaseBatch: c.batch}
+	}
+	rx, err := devmem.NewReceiver(conn, b, cfg)
 	if err != nil {
 		return err
 	}
-	rel := &countingReleaser{rx: rx, st: st}
-	var bcfg *devmem.TokenBatcherConfig
-	if c.batch > 0 {
-		bcfg = &devmem.TokenBatcherConfig{Threshold: c.batch}
-	}
-	batcher := devmem.NewTokenBatcher(rel, bcfg)
 	defer func() {
-		err = errors.Join(err, batcher.Close(), rx.Close())
-		f.dontneed, f.tokens = rel.calls, rel.freed
+		s := rx.Stats()
+		f.dontneed, f.tokens, f.peak = int64(s.DontneedCalls), int64(s.TokensFreed), int64(s.PeakOutstanding)
+		err = errors.Join(err, rx.Close())
 	}()
 	var v *validator
 	if c.validate != 0 {
@@ -240,12 +210,10 @@ func receiveFlow(c *config, st *stats, f *flow, conn *net.TCPConn, buf *devmem.D
 			if st.recvmsgs.Add(1); f.recvmsgs == int64(c.warmup) {
 				st.warm()
 			}
-			if cerr := consume(f, &msg, buf, mem, v, st); cerr != nil {
-				batcher.Add(msg.Frags)
-				return cerr
-			}
-			if aerr := batcher.Add(msg.Frags); aerr != nil {
-				return aerr
+			cerr := consume(f, &msg, buf, mem, v)
+			// Whatever happened, the tokens go back.
+			if derr := rx.Done(msg.Frags); derr != nil || cerr != nil {
+				return errors.Join(cerr, derr)
 			}
 			if f.rr {
 				for inReq += msg.N; inReq >= c.req; inReq -= c.req {
@@ -260,6 +228,12 @@ func receiveFlow(c *config, st *stats, f *flow, conn *net.TCPConn, buf *devmem.D
 		case rerr == nil:
 		case errors.Is(rerr, io.EOF):
 			st.eof()
+			if err := rx.Flush(); err != nil {
+				return err
+			}
+			if s := rx.Stats(); s.Outstanding != 0 {
+				return fmt.Errorf("%d tokens still outstanding after Flush", s.Outstanding)
+			}
 			if v != nil && v.bad > 0 {
 				f.mismatches = v.bad
 				return v.first
@@ -273,7 +247,7 @@ func receiveFlow(c *config, st *stats, f *flow, conn *net.TCPConn, buf *devmem.D
 
 // consume checks the frags of one Recv and validates their payload where
 // it landed.
-func consume(f *flow, msg *devmem.Message, buf *devmem.DMABuf, mem []byte, v *validator, st *stats) error {
+func consume(f *flow, msg *devmem.Message, buf *devmem.DMABuf, mem []byte, v *validator) error {
 	if msg.Readable {
 		f.readable += int64(msg.N)
 		if v != nil {
@@ -306,7 +280,6 @@ func consume(f *flow, msg *devmem.Message, buf *devmem.DMABuf, mem []byte, v *va
 		}
 	}
 	f.frags += dm
-	st.addOutstanding(dm)
 	if v != nil {
 		return buf.EndCPUAccess(devmem.SyncRead)
 	}
