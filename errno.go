@@ -17,13 +17,10 @@ const (
 	_EPERM        = errs.EPERM
 )
 
-// Transitional names, for the files of lib-rx and lib-tx until their
-// branches (which use sysErrno and an unexported ETOOSMALL) are merged; the
-// lead deletes this block at that merge. They are not part of the 1.0 API.
+// Transitional: recv.go, sockopt.go and send.go (lib-rx, lib-tx) still name
+// the type Errno; once they say sysErrno, delete this. Not part of the 1.0
+// API.
 type (
 	// Deprecated: use syscall.Errno; Error.Errno is one.
 	Errno = sysErrno
 )
-
-// Deprecated: internal errno 525; match ErrControlTooSmall instead.
-const ETOOSMALL = Errno(525)

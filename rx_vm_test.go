@@ -118,7 +118,7 @@ func vmSetupRX(t *testing.T, bufSize int64, queues []int) *vmRX {
 	topo, nic := vmPrepareNIC(t)
 	x := &vmRX{topo: topo, nic: nic, port: vmPort()}
 	var err error
-	if x.buf, err = NewUDMABuf(bufSize); err != nil {
+	if x.buf, err = NewUDMABuf(bufSize, nil); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { x.buf.Close() })
@@ -377,7 +377,7 @@ func TestVMRXNoFDLeak(t *testing.T) {
 
 func TestVMBindRXErrors(t *testing.T) {
 	topo, nic := vmPrepareNIC(t)
-	buf, err := NewUDMABuf(1 << 20)
+	buf, err := NewUDMABuf(1<<20, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

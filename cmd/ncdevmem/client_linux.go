@@ -75,7 +75,7 @@ func runClient(ctx context.Context, env *runEnv) (err error) {
 	}
 	conn := c.(*net.TCPConn)
 	defer conn.Close()
-	sender, err := devmem.NewSender(conn, binding.ID(), devmem.SenderConfig{ChunkSize: o.TXChunk})
+	sender, err := devmem.NewSender(conn, binding, &devmem.SenderConfig{ChunkSize: o.TXChunk})
 	if err != nil {
 		return setupf("sender: %w", err)
 	}

@@ -89,7 +89,7 @@ func runServer(ctx context.Context, env *runEnv) (err error) {
 	}
 	defer conn.Close()
 	env.logf("got connection from %s", conn.RemoteAddr())
-	return receive(ctx, env, conn, binding.ID(), buf, mem)
+	return receive(ctx, env, conn, binding, buf, mem)
 }
 
 // newBuffer makes the udmabuf: ncdevmem's 16000 pages by default, of 2 MiB
@@ -100,7 +100,7 @@ func newBuffer(o *options) (*devmem.DMABuf, error) {
 	if int64(o.RXPageSize) > int64(pageSize) {
 		cfg.HugePageSize = 2 << 20
 	}
-	buf, err := devmem.NewUDMABufConfig(o.BufSize, cfg)
+	buf, err := devmem.NewUDMABuf(o.BufSize, &cfg)
 	if err != nil {
 		return nil, setupf("udmabuf of %s: %w", humanBytes(uint64(o.BufSize)), err)
 	}
@@ -157,17 +157,16 @@ type rxStats struct {
 // receive is ncdevmem's receive loop over a devmem Receiver: check every
 // control message, validate or print the payload where it landed, return the
 // tokens in batches.
-func receive(ctx context.Context, env *runEnv, conn *net.TCPConn, id uint32, buf *devmem.DMABuf, mem []byte) (err error) {
+func receive(ctx context.Context, env *runEnv, conn *net.TCPConn, binding *devmem.Binding, buf *devmem.DMABuf, mem []byte) (err error) {
 	o, sum := env.opts, env.sum
-	rx, err := devmem.NewReceiver(conn, &devmem.ReceiverConfig{DMABufIDs: []uint32{id}})
+	id := binding.ID()
+	// Tokens go back in batches (the receiver's ReleaseBatch: a quarter of
+	// the dma-buf's buffers, at most 1024), and before it blocks with half
+	// of them out, so held tokens never starve the queue.
+	rx, err := devmem.NewReceiver(conn, binding, nil)
 	if err != nil {
 		return setupf("receiver: %w", err)
 	}
-	releaser := &countingReleaser{rel: rx}
-	// Keep well below the number of buffers in the dma-buf, so held
-	// tokens never starve the queue.
-	threshold := max(1, min(1024, int(buf.Size()/int64(pageSize)/4)))
-	batcher := devmem.NewTokenBatcher(releaser, &devmem.TokenBatcherConfig{Threshold: threshold})
 
 	var stats rxStats
 	began := time.Now()
@@ -185,8 +184,9 @@ func receive(ctx context.Context, env *runEnv, conn *net.TCPConn, id uint32, buf
 	printPayload := check == nil && !o.JSON
 	defer func() {
 		stopProgress()
-		err = errors.Join(err, batcher.Close(), rx.Close())
-		sum.DontneedCalls, sum.TokensReleased = releaser.stats()
+		err = errors.Join(err, rx.Flush(), rx.Close())
+		st := rx.Stats()
+		sum.RecvCalls, sum.DontneedCalls, sum.TokensReleased = st.RecvCalls, st.DontneedCalls, st.TokensFreed
 		if check != nil {
 			sum.Mismatches = check.mismatches
 			switch {
@@ -201,22 +201,14 @@ func receive(ctx context.Context, env *runEnv, conn *net.TCPConn, id uint32, buf
 	for {
 		msg, rerr := rx.RecvContext(ctx)
 		if msg.N > 0 {
-			sum.RecvCalls++
 			perr := consume(env, &msg, id, mem, buf, check, printPayload, &stats)
 			// Whatever happened, the tokens go back (Recv hands out
 			// frags even with an error).
-			if aerr := batcher.Add(msg.Frags); aerr != nil {
-				perr = errors.Join(perr, dataf("returning tokens: %w", aerr))
+			if derr := rx.Done(msg.Frags); derr != nil {
+				perr = errors.Join(perr, dataf("returning tokens: %w", derr))
 			}
 			if perr != nil {
 				return perr
-			}
-			if msg.N < devmem.DefaultBufferSize {
-				// The socket queue ran dry: give the NIC its buffers
-				// back before we block.
-				if ferr := batcher.Flush(); ferr != nil {
-					return dataf("returning tokens: %w", ferr)
-				}
 			}
 		}
 		switch {

@@ -114,7 +114,7 @@ func setupRX(t *testing.T, bufSize int64, queue int, opts *devmem.BindRXOptions)
 	nextPort++
 	x := &rx{topo: topo, nic: nic, queue: queue, port: nextPort}
 	var err error
-	if x.buf, err = devmem.NewUDMABuf(bufSize); err != nil {
+	if x.buf, err = devmem.NewUDMABuf(bufSize, nil); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { x.buf.Close() })

@@ -43,7 +43,7 @@ func TestRSSContext(t *testing.T) {
 	nextPort++
 	x := &rx{topo: topo, nic: nic, queue: 2, port: nextPort}
 	var err error
-	if x.buf, err = devmem.NewUDMABuf(16 << 20); err != nil {
+	if x.buf, err = devmem.NewUDMABuf(16<<20, nil); err != nil {
 		t.Fatal(err)
 	}
 	defer x.buf.Close()
