@@ -92,7 +92,7 @@ func newHandle(f *os.File) (*Handle, error) {
 	if err := unix.Fstat(fd, &st); err != nil {
 		return nil, err
 	}
-	return &Handle{f: f, dev: st.Dev, ino: st.Ino}, nil
+	return &Handle{f: f, dev: uint64(st.Dev), ino: uint64(st.Ino)}, nil //nolint:unconvert // Dev and Ino are 32-bit on some ports
 }
 
 // New makes a new, empty network namespace (only a loopback device, down)

@@ -24,7 +24,7 @@ import (
 // bpfInsn is one eBPF instruction.
 type bpfInsn struct {
 	op   uint8
-	regs uint8 // dst in the low nibble, src in the high one
+	regs uint8 // dst_reg and src_reg, see insnRegs
 	off  int16
 	imm  int32
 }
@@ -90,7 +90,17 @@ type asm struct {
 }
 
 func (a *asm) ins(op, dst, src uint8, off int16, imm int32) {
-	a.prog = append(a.prog, bpfInsn{op: op, regs: dst | src<<4, off: off, imm: imm})
+	a.prog = append(a.prog, bpfInsn{op: op, regs: insnRegs(dst, src), off: off, imm: imm})
+}
+
+// insnRegs packs struct bpf_insn's dst_reg:4, src_reg:4 bitfields, which C
+// compilers lay out from the low bits on little-endian machines and from
+// the high bits on big-endian ones.
+func insnRegs(dst, src uint8) uint8 {
+	if binary.NativeEndian.Uint16([]byte{1, 0}) == 1 {
+		return dst | src<<4
+	}
+	return dst<<4 | src
 }
 
 func (a *asm) jmp(op, dst, src uint8, imm int32, label string) {
