@@ -83,10 +83,6 @@ func run(c *config, addr string, port, fd int) error {
 	if err != nil {
 		return err
 	}
-	ln, err := net.ListenTCP("tcp", net.TCPAddrFromAddrPort(netip.AddrPortFrom(ip, uint16(port))))
-	if err != nil {
-		return err
-	}
 	buf, mem, err := openBuffer(fd, c.validate != 0)
 	if err != nil {
 		return err
@@ -97,6 +93,12 @@ func run(c *config, addr string, port, fd int) error {
 		return err
 	}
 	defer binding.Close()
+	// Listen only once bound: the driver connects as soon as it sees the
+	// listener, and data reaching the queue before bind-rx stays readable.
+	ln, err := net.ListenTCP("tcp", net.TCPAddrFromAddrPort(netip.AddrPortFrom(ip, uint16(port))))
+	if err != nil {
+		return err
+	}
 	conns := make([]*net.TCPConn, c.flows)
 	for i := range conns {
 		if conns[i], err = ln.AcceptTCP(); err != nil {
