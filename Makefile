@@ -22,11 +22,11 @@ DEB_PACKAGES := qemu-system-x86 flex bison libelf-dev libssl-dev bc cpio make gc
 	debian-archive-keyring ca-certificates \
 	clang libbpf-dev bpftool util-linux
 
-.PHONY: all deps kernel unit vmtest kselftest test demo demo-c bench clean $(VMEXEC)
+.PHONY: all deps kernel kernel-debug unit vmtest vmtest-debug kselftest test demo demo-c bench clean $(VMEXEC)
 
 all: test
 
-test: deps kernel unit vmtest kselftest
+test: deps kernel kernel-debug unit vmtest vmtest-debug kselftest
 
 deps:
 	@missing=$$(for p in $(DEB_PACKAGES); do \
@@ -47,6 +47,16 @@ kernel:
 		$(KERNEL_BUILD); \
 	else \
 		echo "kernel: $(KERNEL_BUILD) is missing; set DEVMEM_KERNEL=path/to/bzImage" >&2; exit 1; \
+	fi
+
+# The debug flavour (config.debug: KASAN, lockdep, DEBUG_NET, refcount
+# trackers), built and cached next to the normal kernel; DEVMEM_KERNEL_DEBUG
+# (a bzImage or its directory) skips the build.
+kernel-debug:
+	@if [ -n "$$DEVMEM_KERNEL_DEBUG" ]; then \
+		echo "kernel-debug: using DEVMEM_KERNEL_DEBUG=$$DEVMEM_KERNEL_DEBUG"; \
+	else \
+		DEVMEM_KERNEL_FLAVOUR=debug $(KERNEL_BUILD); \
 	fi
 
 # staticcheck, installed once into a cached GOBIN (v0.8 is the release for
@@ -101,7 +111,20 @@ vmtest: $(VMEXEC)
 	$(GO) test -count=1 ./selftest/vmexec/ && \
 	$(GO) build -o $(BIN)/ncdevmem ./cmd/ncdevmem && \
 	DEVMEM_NCDEVMEM_BIN=$(BIN)/ncdevmem \
-	$(GO) test -tags vmtest -exec $(VMEXEC) -count=1 -p 1 -v $(VM_PACKAGES)
+	$(GO) test -tags vmtest -exec $(VMEXEC) -count=1 -p 1 -v $(VM_PACKAGES) && \
+	echo "vmtest: a GOARCH=386 receiver on the 64-bit kernel (compat control messages)" && \
+	GOARCH=386 $(GO) test -tags vmtest -exec $(VMEXEC) -count=1 -v -run 'TestVMRX' .
+
+# The teardown and reliability subset on the debug kernel: a KASAN, lockdep
+# or refcount-tracker report is a kernel WARN/BUG, which fails the run.
+kernel_debug_dir = $${DEVMEM_KERNEL_DEBUG:-$$(DEVMEM_KERNEL_FLAVOUR=debug $(KERNEL_BUILD) | tail -n1)}
+DEBUG_NIC_TESTS  ?= TestTeardownWhileBound|TestStarvationResume|TestRestartOnReconfig|TestRingPrefill
+DEBUG_ROOT_TESTS ?= TestVMBindingSurvivesGC|TestVMDMABufCloseRaces|TestVMRXNoFDLeak|TestVMBindRXErrors
+vmtest-debug: $(VMEXEC)
+	@kernel="$(kernel_debug_dir)" && [ -n "$$kernel" ] && export DEVMEM_KERNEL="$$kernel" && \
+	echo "vmtest-debug: kernel $$kernel" && \
+	$(GO) test -tags vmtest -exec $(VMEXEC) -count=1 -v -run '$(DEBUG_NIC_TESTS)' ./selftest/nictest && \
+	$(GO) test -tags vmtest -exec $(VMEXEC) -count=1 -v -run '$(DEBUG_ROOT_TESTS)' .
 
 # The kernel's own devmem/netkit/zcrx selftests (drivers/net/hw of the tree
 # the kernel was built from, unmodified) in one VM boot; see selftest/README.md.
