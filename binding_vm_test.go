@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/devmem-go/devmem/nic"
 	"github.com/devmem-go/devmem/selftest"
 	"golang.org/x/sys/unix"
 )
@@ -122,7 +123,7 @@ func devmemRecv(t *testing.T, c *net.TCPConn, id uint32, mem, want []byte) {
 // binding. It failed when the Binding kept the netlink connection, whose
 // os.File unbound the queue at the first GC.
 func TestVMBindingSurvivesGC(t *testing.T) {
-	topo, nic := vmPrepareNIC(t)
+	topo, setup := vmNICSetup(t)
 	const queue = 1
 	port := vmPort()
 	buf, err := NewUDMABuf(4<<20, nil)
@@ -134,10 +135,10 @@ func TestVMBindingSurvivesGC(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := nic.SetRSSEqual(queue); err != nil {
+	if err := setup.SteerRSSAway(queue); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := nic.AddFlowRule(FlowRule{Type: FlowTCP4, Dst: topo.Addr4, DstPort: port, Queue: queue}); err != nil {
+	if _, err := setup.AddFlowRule(nic.FlowRule{Type: nic.FlowTCP4, Dst: topo.Addr4, DstPort: port, Queue: queue}); err != nil {
 		t.Fatal(err)
 	}
 
@@ -231,7 +232,7 @@ func TestVMBindingSurvivesGC(t *testing.T) {
 // TestVMBindArgs: what the kernel refused without a reason, or accepted
 // oddly, gets a clear error from BindRX and BindTX.
 func TestVMBindArgs(t *testing.T) {
-	topo, _ := vmPrepareNIC(t)
+	topo, _ := vmNICSetup(t)
 	buf, err := NewUDMABuf(1<<20, nil)
 	if err != nil {
 		t.Fatal(err)
