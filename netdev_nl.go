@@ -114,21 +114,6 @@ func (b *Binding) Close() error {
 	return nil
 }
 
-// Device is a netdev as the netdev netlink family describes it (dev-get).
-type Device struct {
-	// Ifindex is the device's interface index.
-	Ifindex int
-	// XDPFeatures is the NETDEV_XDP_ACT_* mask of supported XDP features.
-	XDPFeatures uint64
-	// XDPZeroCopyMaxSegs is the maximum number of frags an AF_XDP zero-copy
-	// frame may span.
-	XDPZeroCopyMaxSegs uint32
-	// XDPRXMetadataFeatures is the NETDEV_XDP_RX_METADATA_* mask.
-	XDPRXMetadataFeatures uint64
-	// XSKFeatures is the NETDEV_XSK_FLAGS_* mask.
-	XSKFeatures uint64
-}
-
 // Queue is one RX or TX queue of a netdev (queue-get).
 type Queue struct {
 	// ID is the queue's index among the device's queues of its Type.
@@ -377,9 +362,6 @@ func DialNetdev() (*Netdev, error) {
 
 // Close closes the client's socket.
 func (n *Netdev) Close() error { return n.c.close() }
-
-// Device describes the netdev with index ifindex (dev-get).
-func (n *Netdev) Device(ifindex int) (*Device, error) { return n.c.device(ifindex) }
 
 // Queues lists the RX and TX queues of a netdev (queue-get dump, Linux
 // 6.12 for the dmabuf attribute). A bound RX queue reports its binding's id

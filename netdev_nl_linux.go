@@ -18,7 +18,6 @@ import (
 const (
 	_NETDEV_FAMILY_NAME = "netdev"
 
-	_NETDEV_CMD_DEV_GET       = 1
 	_NETDEV_CMD_PAGE_POOL_GET = 5
 	_NETDEV_CMD_QUEUE_GET     = 10
 	_NETDEV_CMD_QSTATS_GET    = 12
@@ -29,12 +28,6 @@ const (
 	_NETDEV_QUEUE_TYPE_TX = 1
 
 	_NETDEV_QSTATS_SCOPE_QUEUE = 1
-
-	_NETDEV_A_DEV_IFINDEX                  = 1
-	_NETDEV_A_DEV_XDP_FEATURES             = 3
-	_NETDEV_A_DEV_XDP_ZC_MAX_SEGS          = 4
-	_NETDEV_A_DEV_XDP_RX_METADATA_FEATURES = 5
-	_NETDEV_A_DEV_XSK_FEATURES             = 6
 
 	_NETDEV_A_PAGE_POOL_ID           = 1
 	_NETDEV_A_PAGE_POOL_IFINDEX      = 2
@@ -205,8 +198,8 @@ func dialNetdevConn(op, version string) (*netdevConn, error) {
 }
 
 func dialNetdev() (*netdevConn, error) {
-	// The family and dev-get came with Linux 6.3; the queue and qstats
-	// commands later (each command checks its own).
+	// The family came with Linux 6.3; the queue and qstats commands
+	// later (each command checks its own).
 	return dialNetdevConn("dial netdev", "6.3")
 }
 
@@ -214,7 +207,6 @@ func (n *netdevConn) close() error { return n.c.Close() }
 
 // netdevCmds names each command for errors and the first kernel that has it.
 var netdevCmds = map[uint8]struct{ op, version string }{
-	_NETDEV_CMD_DEV_GET:       {"dev-get", "6.3"},
 	_NETDEV_CMD_PAGE_POOL_GET: {"page-pool-get", "6.8"},
 	_NETDEV_CMD_QUEUE_GET:     {"queue-get", "6.12"},
 	_NETDEV_CMD_QSTATS_GET:    {"qstats-get", "6.10"},
@@ -244,37 +236,6 @@ func (n *netdevConn) execute(cmd uint8, flags netlink.HeaderFlags, enc func(ae *
 		return nil, nlError(info.op, err)
 	}
 	return msgs, nil
-}
-
-func (n *netdevConn) device(ifindex int) (*Device, error) {
-	msgs, err := n.execute(_NETDEV_CMD_DEV_GET, 0, func(ae *netlink.AttributeEncoder) {
-		ae.Uint32(_NETDEV_A_DEV_IFINDEX, uint32(ifindex))
-	})
-	if err != nil {
-		return nil, err
-	}
-	if len(msgs) != 1 {
-		return nil, &Error{Op: "dev-get", Err: fmt.Errorf("%d replies, want 1", len(msgs))}
-	}
-	var d Device
-	err = decode(msgs[0].Data, func(ad *netlink.AttributeDecoder) {
-		switch ad.Type() {
-		case _NETDEV_A_DEV_IFINDEX:
-			d.Ifindex = int(ad.Uint32())
-		case _NETDEV_A_DEV_XDP_FEATURES:
-			d.XDPFeatures = ad.Uint64()
-		case _NETDEV_A_DEV_XDP_ZC_MAX_SEGS:
-			d.XDPZeroCopyMaxSegs = ad.Uint32()
-		case _NETDEV_A_DEV_XDP_RX_METADATA_FEATURES:
-			d.XDPRXMetadataFeatures = ad.Uint64()
-		case _NETDEV_A_DEV_XSK_FEATURES:
-			d.XSKFeatures = ad.Uint64()
-		}
-	})
-	if err != nil {
-		return nil, &Error{Op: "dev-get", Err: err}
-	}
-	return &d, nil
 }
 
 func (n *netdevConn) queues(ifindex int) ([]Queue, error) {

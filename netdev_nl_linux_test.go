@@ -428,28 +428,6 @@ func TestQStats(t *testing.T) {
 	}
 }
 
-func TestDevice(t *testing.T) {
-	fakeKernel(t, testNetdevFamily, func(greq genetlink.Message, _ netlink.Message) ([]genetlink.Message, error) {
-		if diff := cmp.Diff(nlAttr(1, nlU32(3)), greq.Data); diff != "" {
-			t.Errorf("request (-want +got):\n%s", diff)
-		}
-		return genlReply(_NETDEV_CMD_DEV_GET, nlAttr(1, nlU32(3)), nlAttr(3, nlU64(0x7f)), nlAttr(4, nlU32(1)), nlAttr(5, nlU64(3)), nlAttr(6, nlU64(1))), nil
-	})
-	n, err := DialNetdev()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer n.Close()
-	d, err := n.Device(3)
-	if err != nil {
-		t.Fatal(err)
-	}
-	want := &Device{Ifindex: 3, XDPFeatures: 0x7f, XDPZeroCopyMaxSegs: 1, XDPRXMetadataFeatures: 3, XSKFeatures: 1}
-	if diff := cmp.Diff(want, d); diff != "" {
-		t.Errorf("(-want +got):\n%s", diff)
-	}
-}
-
 // realSocketFakeKernel is a real netlink socket (it has an fd, held in an
 // os.File as mdlayher/socket does) whose requests a fake kernel answers: the
 // binding code keeps the real socket exactly as it would one the kernel

@@ -7,7 +7,6 @@ type netdevConn struct{}
 func dialNetdev() (*netdevConn, error) { return nil, errNotSupportedOS("dial netdev") }
 
 func (*netdevConn) close() error                { return errNotSupportedOS("close netdev") }
-func (*netdevConn) device(int) (*Device, error) { return nil, errNotSupportedOS("dev-get") }
 func (*netdevConn) queues(int) ([]Queue, error) { return nil, errNotSupportedOS("queue-get") }
 func (*netdevConn) queue(int, Direction, int) (*Queue, error) {
 	return nil, errNotSupportedOS("queue-get")
