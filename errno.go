@@ -16,11 +16,3 @@ const (
 	_EOPNOTSUPP   = errs.EOPNOTSUPP
 	_EPERM        = errs.EPERM
 )
-
-// Transitional: recv.go, sockopt.go and send.go (lib-rx, lib-tx) still name
-// the type Errno; once they say sysErrno, delete this. Not part of the 1.0
-// API.
-type (
-	// Deprecated: use syscall.Errno; Error.Errno is one.
-	Errno = sysErrno
-)
