@@ -101,6 +101,9 @@ func TestQStatsPerQueue(t *testing.T) {
 	if n, err := io.Copy(io.Discard, server); err != nil || n != plain {
 		t.Fatalf("plain flow: %d bytes: %v", n, err)
 	}
+	// Close our end too and let the last FIN/ACK go by before counting.
+	server.Close()
+	time.Sleep(300 * time.Millisecond)
 	mid := snapshot(t, nd, ifname, ifindex)
 	// A devmem flow to queue 2.
 	x.transfer(t, x.topo.Addr6, 2<<20)

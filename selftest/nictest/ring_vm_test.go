@@ -3,13 +3,16 @@
 package nictest
 
 import (
+	"context"
 	"errors"
 	"os"
+	"os/exec"
 	"sort"
 	"testing"
 	"time"
 
 	"github.com/devmem-go/devmem"
+	"github.com/devmem-go/devmem/selftest"
 )
 
 // waitInflight polls the bound pool until its inflight count is want, as
@@ -164,6 +167,7 @@ func TestStarvationResume(t *testing.T) {
 		start := time.Now()
 		f, err := recv(2 * time.Minute)
 		if err != nil {
+			diag(t, nd, x)
 			t.Fatalf("round %d: no byte within 2 minutes of returning %d tokens (%d no_buf drops in the stall): %v",
 				round, len(held), noBuf, err)
 		}
@@ -177,12 +181,19 @@ func TestStarvationResume(t *testing.T) {
 
 	// The rest, releasing as it comes.
 	for pos < total {
-		f, err := recv(2 * time.Minute)
+		f, err := recv(time.Minute)
 		if err != nil {
+			t.Logf("receiver: %d tokens outstanding", r.Outstanding())
+			diag(t, nd, x)
+			freshFlow(t, x)
+			server.Close()
+			time.Sleep(time.Second)
+			t.Logf("stalled socket closed")
+			freshFlow(t, x)
 			t.Fatalf("recv at %d: %v", pos, err)
 		}
-		if _, err := r.Release(f); err != nil {
-			t.Fatal(err)
+		if freed, err := r.Release(f); err != nil || freed != len(f) {
+			t.Fatalf("released %d of %d tokens: %v", freed, len(f), err)
 		}
 	}
 	if err := <-sent; err != nil {
@@ -191,4 +202,96 @@ func TestStarvationResume(t *testing.T) {
 	sort.Slice(resume, func(i, j int) bool { return resume[i] < resume[j] })
 	t.Logf("time to resume over %d stalls: min %v, median %v, max %v", rounds,
 		resume[0].Round(time.Millisecond), resume[rounds/2].Round(time.Millisecond), resume[rounds-1].Round(time.Millisecond))
+}
+
+// diag logs what the NIC and the socket say, for a stalled flow.
+func diag(t *testing.T, nd *devmem.Netdev, x *rx) {
+	t.Helper()
+	t.Logf("drop causes: %v", dropCauses(t))
+	t.Logf("rings: %s", knob(t, "devmem_rx_rings"))
+	for _, p := range attachedPools(t, nd, x) {
+		t.Logf("pool %+v", p)
+	}
+	for _, s := range []devmem.QStat{devmem.QStatRXPackets, devmem.QStatRXAllocFail, devmem.QStatRXHWDropOverruns} {
+		t.Logf("queue %d %v = %d", x.queue, s, qstat(t, nd, x.topo.IfIndex, devmem.DirectionRX, x.queue, s))
+	}
+	if out, err := exec.Command("ss", "-tmi", "state", "established").CombinedOutput(); err == nil {
+		t.Logf("ss -tmi:\n%s", out)
+	}
+	for _, c := range [][]string{{"ss", "-tmi", "state", "established"}, {"tc", "-s", "qdisc", "show"}, {"ip", "-s", "link", "show", "eth0"}} {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		out, err := selftest.PeerCommand(ctx, c[0], c[1:]...).CombinedOutput()
+		cancel()
+		t.Logf("peer %v: %v\n%s", c, err, out)
+	}
+	time.Sleep(3 * time.Second)
+	t.Logf("drop causes 3 s later: %v", dropCauses(t))
+}
+
+// TestSmallDMABufStream streams through a dma-buf of 256 buffers, fewer
+// than the ring, releasing every token at once: drops happen whenever the
+// ring runs dry, and the flow must still always complete.
+func TestSmallDMABufStream(t *testing.T) {
+	x := setupRX(t, 256*niovSize, 3, nil)
+	nd, err := devmem.DialNetdev()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nd.Close()
+	for i := range 3 {
+		server, client := connect(t, x.topo.Addr4, x.port)
+		s := newStream(uint64(i))
+		const total = 32 << 20
+		go func() { s.send(client, total); client.Close() }()
+		r, err := devmem.NewReceiver(server, &devmem.ReceiverConfig{DMABufIDs: []uint32{x.binding.ID()}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var pos int64
+		for pos < total {
+			server.SetReadDeadline(time.Now().Add(30 * time.Second))
+			m, err := r.Recv()
+			if err != nil {
+				diag(t, nd, x)
+				t.Fatalf("transfer %d: recv at %d: %v", i, pos, err)
+			}
+			x.buf.BeginCPUAccess(devmem.SyncRead)
+			for _, f := range m.Frags {
+				if err := s.check(pos, x.mem[f.Offset:f.Offset+uint64(f.Size)]); err != nil {
+					t.Fatal(err)
+				}
+				pos += int64(f.Size)
+			}
+			x.buf.EndCPUAccess(devmem.SyncRead)
+			r.Release(m.Frags)
+		}
+		r.Close()
+		t.Logf("transfer %d: %v", i, dropCauses(t))
+	}
+}
+
+// freshFlow logs how much of a new 256 KiB flow to the queue arrives.
+func freshFlow(t *testing.T, x *rx) {
+	t.Helper()
+	nextPort++
+	port := nextPort
+	x.steer(t, port, x.queue)
+	server, client := connect(t, x.topo.Addr4, port)
+	go func() { client.Write(make([]byte, 256<<10)); client.Close() }()
+	r, err := devmem.NewReceiver(server, &devmem.ReceiverConfig{DMABufIDs: []uint32{x.binding.ID()}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	var n int
+	for n < 256<<10 {
+		server.SetReadDeadline(time.Now().Add(10 * time.Second))
+		m, err := r.Recv()
+		if err != nil {
+			break
+		}
+		n += m.N
+		r.Release(m.Frags)
+	}
+	t.Logf("fresh flow to queue %d: %d of %d bytes; rings: %s; drops %v", x.queue, n, 256<<10, knob(t, "devmem_rx_rings"), dropCauses(t))
 }
