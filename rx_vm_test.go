@@ -113,35 +113,6 @@ func vmNICSetup(t *testing.T) (*selftest.Topology, *nic.Setup) {
 	return topo, s
 }
 
-// vmPrepareNIC is vmNICSetup for callers that still want the root
-// package's deprecated *NIC (compat_nic.go): it goes once they use
-// vmNICSetup.
-func vmPrepareNIC(t *testing.T) (*selftest.Topology, *NIC) {
-	t.Helper()
-	topo := selftest.Require(t)
-	n, err := OpenNIC(topo.IfName)
-	if err != nil {
-		t.Fatal(err)
-	}
-	before, err := n.Snapshot()
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if err := n.Restore(before); err != nil {
-			t.Errorf("restore %s: %v", topo.IfName, err)
-		}
-		n.Close()
-	})
-	if err := n.SetTCPDataSplit(TCPDataSplitEnabled); err != nil {
-		t.Fatal(err)
-	}
-	if err := n.SetHDSThresh(0); err != nil {
-		t.Fatal(err)
-	}
-	return topo, n
-}
-
 func vmSetupRX(t *testing.T, bufSize int64, queues []int) *vmRX {
 	t.Helper()
 	topo, setup := vmNICSetup(t)

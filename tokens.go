@@ -3,8 +3,8 @@ package devmem
 import (
 	"math"
 	"math/bits"
-		"slices"
-	)
+	"slices"
+)
 
 // Kernel limits of one SO_DEVMEM_DONTNEED call (net/core/sock.c).
 const (
