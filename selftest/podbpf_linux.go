@@ -239,7 +239,17 @@ func loadSchedCls(name string, prog []bpfInsn) (int, error) {
 		logBuf:   uint64(uintptr(unsafe.Pointer(&logBuf[0]))),
 	}
 	copy(attr.progName[:15], name)
-	fd, _, errno := unix.Syscall(unix.SYS_BPF, bpfCmdProgLoad, uintptr(unsafe.Pointer(&attr)), unsafe.Sizeof(attr))
+	// The verifier gives up with EAGAIN when a signal is pending, and the
+	// Go runtime signals its threads (SIGURG preemption) at any time: try
+	// again, as cilium/ebpf does.
+	var fd uintptr
+	var errno unix.Errno
+	for range 100 {
+		fd, _, errno = unix.Syscall(unix.SYS_BPF, bpfCmdProgLoad, uintptr(unsafe.Pointer(&attr)), unsafe.Sizeof(attr))
+		if errno != unix.EAGAIN {
+			break
+		}
+	}
 	runtime.KeepAlive(insns)
 	runtime.KeepAlive(license)
 	if errno != 0 {
