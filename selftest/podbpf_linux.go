@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net/netip"
 	"runtime"
+	"time"
 	"unsafe"
 
 	"golang.org/x/sys/unix"
@@ -244,9 +245,9 @@ func loadSchedCls(name string, prog []bpfInsn) (int, error) {
 	// again, as cilium/ebpf does.
 	var fd uintptr
 	var errno unix.Errno
-	for range 100 {
+	for deadline := time.Now().Add(5 * time.Second); ; {
 		fd, _, errno = unix.Syscall(unix.SYS_BPF, bpfCmdProgLoad, uintptr(unsafe.Pointer(&attr)), unsafe.Sizeof(attr))
-		if errno != unix.EAGAIN {
+		if errno != unix.EAGAIN || time.Now().After(deadline) {
 			break
 		}
 	}
