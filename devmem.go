@@ -65,6 +65,33 @@ var (
 	// ErrMalformedControl means a control message was truncated or
 	// inconsistent.
 	ErrMalformedControl = errors.New("malformed control message")
+
+	// ErrTooManyOutstanding means a Receiver with MaxOutstanding set holds
+	// that many tokens that the caller has not released: release some
+	// before receiving more.
+	ErrTooManyOutstanding = errors.New("too many devmem tokens outstanding")
+
+	// ErrNotOwned means a frag handed to Release or Done is not
+	// outstanding on that Receiver: it was released already (its message
+	// is stale: the kernel may have reissued the token to another frag),
+	// it came from another Receiver, or it did not come from a Receiver
+	// at all. Its token is not sent to the kernel.
+	ErrNotOwned = errors.New("frag not held from this receiver (already released, or received elsewhere)")
+
+	// ErrTooManyFrags means the control data described more frags than the
+	// []Frag passed to ParseControl can hold. The frags that fit were filled in;
+	// parse again with a larger slice (see MaxFrags) so no token is lost.
+	ErrTooManyFrags = errors.New("more devmem control messages than frags")
+
+	// ErrNotDMABuf means a file descriptor is not a dma-buf.
+	ErrNotDMABuf = errors.New("not a dma-buf")
+
+	// ErrOutOfRange is returned by WriteAt for bytes that would fall past the end
+	// of the buffer.
+	ErrOutOfRange = errors.New("range exceeds the dma-buf")
+
+	// ErrSendsPending is reported by Close when sends had not completed yet.
+	ErrSendsPending = errors.New("sends still waiting for zerocopy completion")
 )
 
 // Error is the error type of every kernel refusal, here and in the nic
