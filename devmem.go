@@ -36,7 +36,6 @@ package devmem
 import (
 	"errors"
 	"net"
-	"runtime"
 
 	"github.com/devmem-go/devmem/internal/errs"
 )
@@ -138,18 +137,8 @@ func errNotSupportedBefore(op, feature, version string) error {
 	return errs.NotSupportedBefore(op, feature, version)
 }
 
-// errNotSupportedOS builds the error every entry point returns outside
-// Linux.
-//
-//lint:ignore U1000 for dmabuf_others.go and netdev_nl_others.go (lib-tx), which switch to it
-func errNotSupportedOS(op string) error {
-	return errs.NotSupportedOS(op, runtime.GOOS, runtime.GOARCH)
-}
-
 // errClosed builds the error of an operation on a closed Receiver, Sender,
 // Binding, TokenReleaser, DMABuf or Netdev: it matches net.ErrClosed.
-//
-//lint:ignore U1000 for recv.go, send.go, sockopt.go, netdev_nl.go, dmabuf.go (lib-rx, lib-tx)
 func errClosed(op string) error { return &Error{Op: op, Err: net.ErrClosed} }
 
 func itoa(v uint64) string {
