@@ -2,7 +2,6 @@ package devmem
 
 import (
 	"encoding/binary"
-	"errors"
 	"strconv"
 	"unsafe"
 )
@@ -12,11 +11,6 @@ import (
 // u32 frag_token, u32 dmabuf_id, u32 flags. It is 24 bytes on every
 // architecture (no padding, even where u64 is 4-byte aligned).
 const dmabufCmsgLen = 24
-
-// ErrTooManyFrags means the control data described more frags than the
-// []Frag passed to ParseControl can hold. The frags that fit were filled in;
-// parse again with a larger slice (see MaxFrags) so no token is lost.
-var ErrTooManyFrags = errors.New("more devmem control messages than frags")
 
 // cmsgLayout describes struct cmsghdr and the devmem cmsg numbers of one
 // Linux ABI. The parser works over an explicit layout so tests can check

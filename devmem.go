@@ -36,7 +36,6 @@ package devmem
 import (
 	"errors"
 	"net"
-	"runtime"
 
 	"github.com/devmem-go/devmem/internal/errs"
 )
@@ -65,6 +64,33 @@ var (
 	// ErrMalformedControl means a control message was truncated or
 	// inconsistent.
 	ErrMalformedControl = errors.New("malformed control message")
+
+	// ErrTooManyOutstanding means a Receiver with MaxOutstanding set holds
+	// that many tokens that the caller has not released: release some
+	// before receiving more.
+	ErrTooManyOutstanding = errors.New("too many devmem tokens outstanding")
+
+	// ErrNotOwned means a frag handed to Release or Done is not
+	// outstanding on that Receiver: it was released already (its message
+	// is stale: the kernel may have reissued the token to another frag),
+	// it came from another Receiver, or it did not come from a Receiver
+	// at all. Its token is not sent to the kernel.
+	ErrNotOwned = errors.New("frag not held from this receiver (already released, or received elsewhere)")
+
+	// ErrTooManyFrags means the control data described more frags than the
+	// []Frag passed to ParseControl can hold. The frags that fit were filled in;
+	// parse again with a larger slice (see MaxFrags) so no token is lost.
+	ErrTooManyFrags = errors.New("more devmem control messages than frags")
+
+	// ErrNotDMABuf means a file descriptor is not a dma-buf.
+	ErrNotDMABuf = errors.New("not a dma-buf")
+
+	// ErrOutOfRange is returned by WriteAt for bytes that would fall past the end
+	// of the buffer.
+	ErrOutOfRange = errors.New("range exceeds the dma-buf")
+
+	// ErrSendsPending is reported by Close when sends had not completed yet.
+	ErrSendsPending = errors.New("sends still waiting for zerocopy completion")
 )
 
 // Error is the error type of every kernel refusal, here and in the nic
@@ -111,18 +137,8 @@ func errNotSupportedBefore(op, feature, version string) error {
 	return errs.NotSupportedBefore(op, feature, version)
 }
 
-// errNotSupportedOS builds the error every entry point returns outside
-// Linux.
-//
-//lint:ignore U1000 for dmabuf_others.go and netdev_nl_others.go (lib-tx), which switch to it
-func errNotSupportedOS(op string) error {
-	return errs.NotSupportedOS(op, runtime.GOOS, runtime.GOARCH)
-}
-
 // errClosed builds the error of an operation on a closed Receiver, Sender,
 // Binding, TokenReleaser, DMABuf or Netdev: it matches net.ErrClosed.
-//
-//lint:ignore U1000 for recv.go, send.go, sockopt.go, netdev_nl.go, dmabuf.go (lib-rx, lib-tx)
 func errClosed(op string) error { return &Error{Op: op, Err: net.ErrClosed} }
 
 func itoa(v uint64) string {

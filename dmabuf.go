@@ -1,7 +1,6 @@
 package devmem
 
 import (
-	"errors"
 	"io"
 	"sync"
 )
@@ -282,10 +281,6 @@ func (b *DMABuf) ReadAt(p []byte, off int64) (int, error) {
 	return n, nil
 }
 
-// ErrOutOfRange is returned by WriteAt for bytes that would fall past the end
-// of the buffer.
-var ErrOutOfRange = errors.New("range exceeds the dma-buf")
-
 // WriteAt copies p into the buffer at offset off, bracketed by
 // SyncStart|SyncWrite and SyncEnd|SyncWrite. Bytes that do not fit are not
 // written and the error wraps ErrOutOfRange. Close waits for it.
@@ -377,9 +372,6 @@ func OpenDMABuf(fd int) (*DMABuf, error) {
 	}
 	return openDMABuf(fd)
 }
-
-// ErrNotDMABuf means a file descriptor is not a dma-buf.
-var ErrNotDMABuf = errors.New("not a dma-buf")
 
 // roundUp rounds n up to a multiple of align (a power of two), reporting
 // overflow.

@@ -385,8 +385,3 @@ func (n *Netdev) PagePools(ifindex int) ([]PagePool, error) { return n.c.pagePoo
 func (n *Netdev) QStats(ifindex int, perQueue bool) ([]QStats, error) {
 	return n.c.qstats(ifindex, perQueue)
 }
-
-// errorString is a constant error text.
-type errorString string
-
-func (e errorString) Error() string { return string(e) }

@@ -27,20 +27,6 @@ const DefaultBufferSize = 819200
 // together with ErrControlTooSmall.
 const errnoTooSmall = sysErrno(525)
 
-var (
-	// ErrTooManyOutstanding means a Receiver with MaxOutstanding set holds
-	// that many tokens that the caller has not released: release some
-	// before receiving more.
-	ErrTooManyOutstanding = errors.New("too many devmem tokens outstanding")
-
-	// ErrNotOwned means a frag handed to Release or Done is not
-	// outstanding on that Receiver: it was released already (its message
-	// is stale: the kernel may have reissued the token to another frag),
-	// it came from another Receiver, or it did not come from a Receiver
-	// at all. Its token is not sent to the kernel.
-	ErrNotOwned = errors.New("frag not held from this receiver (already released, or received elsewhere)")
-)
-
 // ReceiverConfig configures a Receiver. The zero value is usable.
 type ReceiverConfig struct {
 	// BufferSize is the length of the iovec passed to each recvmsg. The

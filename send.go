@@ -70,9 +70,6 @@ func (e *PartialSendError) Error() string {
 // Unwrap returns Err, so errors.Is and errors.As see the failure.
 func (e *PartialSendError) Unwrap() error { return e.Err }
 
-// ErrSendsPending is reported by Close when sends had not completed yet.
-var ErrSendsPending = errors.New("sends still waiting for zerocopy completion")
-
 // A Sender transmits ranges of a dma-buf bound for transmit (bind-tx) over a
 // TCP socket: sendmsg with MSG_ZEROCOPY and an SCM_DEVMEM_DMABUF control
 // message naming the binding, where each iovec holds an offset into the

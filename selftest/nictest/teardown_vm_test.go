@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/devmem-go/devmem"
+	"github.com/devmem-go/devmem/nic"
 	"github.com/devmem-go/devmem/selftest"
 )
 
@@ -42,18 +43,19 @@ func newNsim(t *testing.T, id int) (string, int) {
 	if out, err := exec.Command("ip", "link", "set", name, "up").CombinedOutput(); err != nil {
 		t.Fatalf("ip link set %s up: %v: %s", name, err, out)
 	}
-	nic, err := devmem.OpenNIC(name)
+	// A device of its own, deleted afterwards: raw setters, nothing to undo.
+	n, err := nic.Open(name)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer nic.Close()
-	if err := nic.SetTCPDataSplit(devmem.TCPDataSplitEnabled); err != nil {
+	defer n.Close()
+	if err := n.SetTCPDataSplit(nic.TCPDataSplitEnabled); err != nil {
 		t.Fatal(err)
 	}
-	if err := nic.SetHDSThresh(0); err != nil {
+	if err := n.SetHDSThresh(0); err != nil {
 		t.Fatal(err)
 	}
-	return name, nic.Index()
+	return name, n.Index()
 }
 
 func delNsim(id int) error {
