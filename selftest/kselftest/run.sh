@@ -10,7 +10,11 @@
 #   NCDEVMEM       the ncdevmem to put next to the suites: c (the kernel
 #                  build's), go (our cmd/ncdevmem, built here) or a path;
 #                  several are run one after the other. Default: every
-#                  suite with c, then devmem.py with go.
+#                  suite with c, then the suites that run ncdevmem
+#                  (devmem.py nk_devmem.py userns_devmem.py) with go.
+#                  nk_qlease.py and iou-zcrx.py run iou-zcrx, never ncdevmem:
+#                  with go they would repeat the C run, so a go or path run
+#                  includes them only when SUITES names them.
 #   KSELFTEST_TIMEOUT  per-suite limit in seconds (default 900)
 #   VMEXEC         vmexec binary (default: built into bin/vmexec)
 # Prints KTAP, a summary line per suite and finally
@@ -85,7 +89,9 @@ add_run() { # LABEL SUITES...
 if [[ -z ${NCDEVMEM:-} ]]; then
 	add_run c $suites
 	go_suites=()
-	for s in $suites; do [[ $s == devmem.py ]] && go_suites+=("$s"); done
+	for s in $suites; do
+		[[ $ncdevmem_suites == *" $s "* ]] && go_suites+=("$s")
+	done
 	add_run go "${go_suites[@]}"
 else
 	for tool in $NCDEVMEM; do
