@@ -30,6 +30,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"runtime"
 	"runtime/pprof"
 	"strconv"
 	"strings"
@@ -119,6 +120,17 @@ func run(c *config, addr string, port, fd int) error {
 		}
 		defer pprof.StopCPUProfile()
 	}
+	// GORX_MEMPROFILE=FILE: every allocation's site (MemProfileRate 1),
+	// written at the end.
+	if path := os.Getenv("GORX_MEMPROFILE"); path != "" {
+		runtime.MemProfileRate = 1
+		defer func() {
+			if f, err := os.Create(path); err == nil {
+				pprof.Lookup("allocs").WriteTo(f, 0)
+				f.Close()
+			}
+		}()
+	}
 	// CPU time from here on: the receive loop, not the setup.
 	cpu0 := cpuTime()
 	st := newStats(c.flows, c.warmup)
@@ -150,7 +162,7 @@ func run(c *config, addr string, port, fd int) error {
 		}
 	}
 	allocs, steady, steadyCalls := st.allocCounts()
-	if os.Getenv("GORX_CPUPROFILE") != "" {
+	if os.Getenv("GORX_CPUPROFILE") != "" || os.Getenv("GORX_MEMPROFILE") != "" {
 		steady = "n/a" // the profile writer allocates in this process
 	}
 	fmt.Printf("bytes=%d recvmsg=%d frags=%d linear=%d readable=%d dontneed=%d tokens=%d max_outstanding=%d responses=%d mismatches=%d allocs=%d allocs_steady=%s recvmsg_steady=%d cpu_us=%d\n",

@@ -67,10 +67,18 @@ func newStats(flows, warmup int) *stats {
 // heapAllocs reads the cumulative count of heap allocations without
 // stopping the world (runtime.ReadMemStats would).
 func heapAllocs() uint64 {
-	s := []metrics.Sample{{Name: "/gc/heap/allocs:objects"}}
-	metrics.Read(s)
-	return s[0].Value.Uint64()
+	allocSample.mu.Lock()
+	defer allocSample.mu.Unlock()
+	metrics.Read(allocSample.s[:])
+	return allocSample.s[0].Value.Uint64()
 }
+
+// allocSample is heapAllocs' buffer, made once so that reading the count
+// allocates nothing itself.
+var allocSample = struct {
+	mu sync.Mutex
+	s  [1]metrics.Sample
+}{s: [1]metrics.Sample{{Name: "/gc/heap/allocs:objects"}}}
 
 // warm is called by a flow after its warm-up calls; the last one opens the
 // steady-state window.
