@@ -113,7 +113,9 @@ vmtest: $(VMEXEC)
 	DEVMEM_NCDEVMEM_BIN=$(BIN)/ncdevmem \
 	$(GO) test -tags vmtest -exec $(VMEXEC) -count=1 -p 1 -v $(VM_PACKAGES) && \
 	echo "vmtest: a GOARCH=386 receiver on the 64-bit kernel (compat control messages)" && \
-	GOARCH=386 $(GO) test -tags vmtest -exec $(VMEXEC) -count=1 -v -run 'TestVMRX' .
+	GOARCH=386 $(GO) test -tags vmtest -exec $(VMEXEC) -count=1 -v -run 'TestVMRX' . && \
+	echo "vmtest: the pod topology (netkit + leased queue in a userns-owned netns) set up by vmexec -pod" && \
+	$(GO) test -tags vmtest -exec "$(VMEXEC) -pod userns" -count=1 -v -run TestVMPodFromVmexec ./selftest
 
 # The teardown and reliability subset on the debug kernel: a KASAN, lockdep
 # or refcount-tracker report is a kernel WARN/BUG, which fails the run.
