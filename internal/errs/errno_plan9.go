@@ -7,6 +7,7 @@ import "strconv"
 // same on every GOOS.
 type Errno uintptr
 
+// Error returns "errno N".
 func (e Errno) Error() string { return "errno " + strconv.FormatUint(uint64(e), 10) }
 
 // Linux's numbers, for the OS-neutral code.

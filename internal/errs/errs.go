@@ -35,6 +35,7 @@ type Error struct {
 	Err error
 }
 
+// Error reads "devmem: OP: ERR[ (ERRNO)][: MESSAGE]".
 func (e *Error) Error() string {
 	var b strings.Builder
 	b.WriteString("devmem: ")
