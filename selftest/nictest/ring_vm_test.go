@@ -135,8 +135,7 @@ func TestStarvationResume(t *testing.T) {
 
 	var resume []time.Duration
 	for round := range rounds {
-		causes := dropCauses(t)
-		overruns := qstat(t, nd, x.topo.IfIndex, devmem.DirectionRX, 3, devmem.QStatRXHWDropOverruns)
+		causes, overruns := dropsAndOverruns(t, nd, x)
 		var held []devmem.Frag
 		for {
 			f, err := recv(time.Second)
@@ -151,14 +150,14 @@ func TestStarvationResume(t *testing.T) {
 				t.Fatalf("round %d: the rest of the stream arrived with %d tokens held", round, len(held))
 			}
 		}
-		after := dropCauses(t)
+		after, afterOverruns := dropsAndOverruns(t, nd, x)
 		for c, n := range after {
 			if c != "no_buf" && n != causes[c] {
 				t.Errorf("round %d: %d drops for %s while starving", round, n-causes[c], c)
 			}
 		}
 		noBuf := after["no_buf"] - causes["no_buf"]
-		if got := qstat(t, nd, x.topo.IfIndex, devmem.DirectionRX, 3, devmem.QStatRXHWDropOverruns) - overruns; got != noBuf {
+		if got := afterOverruns - overruns; got != noBuf {
 			t.Errorf("round %d: rx-hw-drop-overruns grew by %d, no_buf drops by %d", round, got, noBuf)
 		}
 		if freed, err := r.Release(held); err != nil || freed != len(held) {
@@ -294,4 +293,18 @@ func freshFlow(t *testing.T, x *rx) {
 		r.Release(m.Frags)
 	}
 	t.Logf("fresh flow to queue %d: %d of %d bytes; rings: %s; drops %v", x.queue, n, 256<<10, knob(t, "devmem_rx_rings"), dropCauses(t))
+}
+
+// dropsAndOverruns reads the drop causes and the queue's
+// rx-hw-drop-overruns at one moment: again until the causes did not move
+// while the qstat was read (a retransmission may be dropped in between).
+func dropsAndOverruns(t *testing.T, nd *devmem.Netdev, x *rx) (map[string]uint64, uint64) {
+	t.Helper()
+	for {
+		c := dropCauses(t)
+		o := qstat(t, nd, x.topo.IfIndex, devmem.DirectionRX, x.queue, devmem.QStatRXHWDropOverruns)
+		if c2 := dropCauses(t); c2["no_buf"] == c["no_buf"] {
+			return c, o
+		}
+	}
 }
