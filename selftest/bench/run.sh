@@ -41,7 +41,7 @@ from_debs() {
 	for t in ethtool ip; do
 		command -v $t >/dev/null || [ -x /usr/sbin/$t ] || [ -x /sbin/$t ] && continue
 		local p
-		p=$(ls "$root"/usr/sbin/$t "$root"/sbin/$t "$root"/bin/$t 2>/dev/null | head -n1)
+		p=$(ls "$root"/usr/sbin/$t "$root"/sbin/$t "$root"/bin/$t 2>/dev/null | head -n1) || true
 		[ -n "$p" ] || continue
 		printf '#!/bin/sh\nLD_LIBRARY_PATH="%s" exec "%s" "$@"\n' "$libs" "$p" >"$tools/$t"
 		chmod +x "$tools/$t"
