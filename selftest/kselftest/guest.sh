@@ -47,6 +47,15 @@ prefix6=2001:db8:2::
 ip -n "$DEVMEM_PEER_NETNS" -6 route add "$prefix6/64" via "$DEVMEM_ADDR6" ||
 	die "route to LOCAL_PREFIX_V6 in $DEVMEM_PEER_NETNS"
 
+# The suites take ports from rand_port(), a bind(0) in the init netns, and
+# their RX senders in the peer bind the same port as source, so the peer is
+# the active closer and keeps TIME_WAIT sockets on those ports. A later case
+# that draws such a port again cannot listen on it there (socat without
+# reuseaddr: "bind ... Address already in use", seen once in
+# userns_devmem.check_userns_tx_chunks). The endpoint keeps no TIME_WAIT.
+ip netns exec "$DEVMEM_PEER_NETNS" sysctl -qw net.ipv4.tcp_max_tw_buckets=0 ||
+	die "tcp_max_tw_buckets in $DEVMEM_PEER_NETNS"
+
 # net.config next to the tests (env.py reads it from the test's directory;
 # its parser takes values verbatim, so no quotes).
 cat >"$hw/net.config" <<EOF
