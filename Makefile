@@ -120,10 +120,11 @@ vmtest: $(VMEXEC)
 # The teardown and reliability subset on the debug kernel: a KASAN, lockdep
 # or refcount-tracker report is a kernel WARN/BUG, which fails the run.
 kernel_debug_dir = $${DEVMEM_KERNEL_DEBUG:-$$(DEVMEM_KERNEL_FLAVOUR=debug $(KERNEL_BUILD) | tail -n1)}
-DEBUG_NIC_TESTS  ?= TestTeardownWhileBound|TestStarvationResume|TestRestartOnReconfig|TestRingPrefill
+DEBUG_NIC_TESTS  ?= TestTeardownWhileBound|TestRestartOnReconfig|TestRingPrefill
 DEBUG_ROOT_TESTS ?= TestVMBindingSurvivesGC|TestVMDMABufCloseRaces|TestVMRXNoFDLeak|TestVMBindRXErrors
 vmtest-debug: $(VMEXEC)
 	@kernel="$(kernel_debug_dir)" && [ -n "$$kernel" ] && export DEVMEM_KERNEL="$$kernel" && \
+	export DEVMEM_VM_APPEND=pci=noacpi && \
 	echo "vmtest-debug: kernel $$kernel" && \
 	$(GO) test -tags vmtest -exec $(VMEXEC) -count=1 -v -run '$(DEBUG_NIC_TESTS)' ./selftest/nictest && \
 	$(GO) test -tags vmtest -exec $(VMEXEC) -count=1 -v -run '$(DEBUG_ROOT_TESTS)' .

@@ -203,7 +203,7 @@ func (x *rx) stream(t *testing.T, server *net.TCPConn, client net.Conn, total in
 		client.Close()
 		sent <- err
 	}()
-	r, err := devmem.NewReceiver(server, &devmem.ReceiverConfig{DMABufIDs: []uint32{x.binding.ID()}})
+	r, err := devmem.NewReceiver(server, x.binding, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

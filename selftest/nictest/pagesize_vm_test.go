@@ -58,7 +58,7 @@ func TestRXPageSize(t *testing.T) {
 			topo, nic := prepareNIC(t)
 			nextPort++
 			x := &rx{topo: topo, nic: nic, queue: 3, port: nextPort}
-			if x.buf, err = devmem.NewUDMABufConfig(bufSize, devmem.UDMABufConfig{HugePageSize: 2 << 20}); err != nil {
+			if x.buf, err = devmem.NewUDMABuf(bufSize, &devmem.UDMABufConfig{HugePageSize: 2 << 20}); err != nil {
 				t.Fatal(err)
 			}
 			defer x.buf.Close()
@@ -90,7 +90,7 @@ func TestRXPageSize(t *testing.T) {
 	}
 	t.Run("refused", func(t *testing.T) {
 		topo, _ := prepareNIC(t)
-		buf, err := devmem.NewUDMABufConfig(bufSize, devmem.UDMABufConfig{HugePageSize: 2 << 20})
+		buf, err := devmem.NewUDMABuf(bufSize, &devmem.UDMABufConfig{HugePageSize: 2 << 20})
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -108,7 +108,7 @@ func TestStarvationResume(t *testing.T) {
 		client.Close()
 		sent <- err
 	}()
-	r, err := devmem.NewReceiver(server, &devmem.ReceiverConfig{DMABufIDs: []uint32{x.binding.ID()}})
+	r, err := devmem.NewReceiver(server, x.binding, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -244,7 +244,7 @@ func TestSmallDMABufStream(t *testing.T) {
 		s := newStream(uint64(i))
 		const total = 32 << 20
 		go func() { s.send(client, total); client.Close() }()
-		r, err := devmem.NewReceiver(server, &devmem.ReceiverConfig{DMABufIDs: []uint32{x.binding.ID()}})
+		r, err := devmem.NewReceiver(server, x.binding, nil)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -279,7 +279,7 @@ func freshFlow(t *testing.T, x *rx) {
 	x.steer(t, port, x.queue)
 	server, client := connect(t, x.topo.Addr4, port)
 	go func() { client.Write(make([]byte, 256<<10)); client.Close() }()
-	r, err := devmem.NewReceiver(server, &devmem.ReceiverConfig{DMABufIDs: []uint32{x.binding.ID()}})
+	r, err := devmem.NewReceiver(server, x.binding, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

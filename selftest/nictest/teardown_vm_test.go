@@ -79,7 +79,7 @@ func TestTeardownWhileBound(t *testing.T) {
 			id++
 			t.Run(dir+"/"+order, func(t *testing.T) {
 				name, ifindex := newNsim(t, id)
-				buf, err := devmem.NewUDMABuf(4 << 20)
+				buf, err := devmem.NewUDMABuf(4<<20, nil)
 				if err != nil {
 					t.Fatal(err)
 				}
