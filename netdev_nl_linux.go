@@ -8,6 +8,7 @@ import (
 	"io"
 	"syscall"
 
+	"github.com/devmem-go/devmem/internal/errs"
 	"github.com/mdlayher/genetlink"
 	"github.com/mdlayher/netlink"
 	"golang.org/x/sys/unix"
@@ -148,35 +149,7 @@ func resolveFamily(c genlConn, name, op, version string) (genlFamily, error) {
 
 // nlError turns an error of a netlink request into an *Error carrying the
 // errno and the kernel's extended-ack message.
-func nlError(op string, err error) error {
-	if err == nil {
-		return nil
-	}
-	var e *Error
-	if errors.As(err, &e) {
-		return err
-	}
-	out := &Error{Op: op, Err: err}
-	// netlink.Conn may wrap the kernel's OpError in its own; the message is
-	// on the innermost one that has it.
-	for inner := err; inner != nil; {
-		var oe *netlink.OpError
-		if !errors.As(inner, &oe) {
-			break
-		}
-		if oe.Message != "" {
-			out.Message = oe.Message
-			break
-		}
-		inner = oe.Err
-	}
-	var errno syscall.Errno
-	if errors.As(err, &errno) {
-		out.Errno = errno
-		out.Err = errno
-	}
-	return out
-}
+func nlError(op string, err error) error { return errs.FromNetlink(op, err) }
 
 // netdevConn is a netdev generic netlink socket with the family resolved.
 type netdevConn struct {
