@@ -286,15 +286,6 @@ func setKnob(t *testing.T, name, value string) {
 	})
 }
 
-func counter(t *testing.T, name string) uint64 {
-	t.Helper()
-	v, err := selftest.NsimCounter(name)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return v
-}
-
 // dropCauses reads devmem_rx_drop_causes: "cause count" per line.
 func dropCauses(t *testing.T) map[string]uint64 {
 	t.Helper()
