@@ -3,8 +3,13 @@
 package nictest
 
 import (
+	"net"
 	"net/netip"
+	"strconv"
 	"testing"
+	"time"
+
+	"github.com/devmem-go/devmem"
 )
 
 // The simulated NIC packs wire-sized segments into its buffers the way
@@ -138,5 +143,71 @@ func TestGeometryLinearBytes(t *testing.T) {
 	}
 	if g.nonZeroOff == 0 || g.maxPerNiov < 2 {
 		t.Errorf("not packed: %+v", g)
+	}
+}
+
+// TestLinearBytesSmallSegments sends segments shorter than
+// devmem_linear_bytes, one at a time: each must still come with its last
+// byte in the dma-buf. A header-split NIC with hds-thresh 0 (which devmem
+// requires) never hands a bound queue a readable payload, and a readable
+// segment in the middle of a devmem stream is what ncdevmem reports as a
+// flow-steering error.
+func TestLinearBytesSmallSegments(t *testing.T) {
+	const linear, seg, count = 100, 60, 40
+	setKnob(t, "devmem_linear_bytes", strconv.Itoa(linear))
+	x := setupRX(t, 8<<20, 3, nil)
+	server, client := connect(t, x.topo.Addr4, x.port)
+	if err := client.(*net.TCPConn).SetNoDelay(true); err != nil {
+		t.Fatal(err)
+	}
+	r, err := devmem.NewReceiver(server, x.binding, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	s := newStream(uint64(x.port))
+	server.SetReadDeadline(time.Now().Add(time.Minute))
+	var pos int64
+	for i := range count {
+		// One write, then wait for all of it: each write is one segment.
+		if _, err := client.Write(s.block[pos : pos+seg]); err != nil {
+			t.Fatal(err)
+		}
+		var lin, dma int
+		for got := 0; got < seg; {
+			m, err := r.Recv()
+			if err != nil {
+				t.Fatalf("segment %d: recv after %d bytes: %v (readable %v)", i, pos, err, m.Readable)
+			}
+			if m.Readable {
+				t.Fatalf("segment %d: %d bytes arrived readable, not in the dma-buf", i, m.N)
+			}
+			if err := x.buf.BeginCPUAccess(devmem.SyncRead); err != nil {
+				t.Fatal(err)
+			}
+			for _, f := range m.Frags {
+				var b []byte
+				switch f.Kind {
+				case devmem.FragLinear:
+					b, lin = m.Linear[f.Offset:f.Offset+uint64(f.Size)], lin+int(f.Size)
+				case devmem.FragDMABuf:
+					b, dma = x.mem[f.Offset:f.Offset+uint64(f.Size)], dma+int(f.Size)
+				}
+				if err := s.check(pos, b); err != nil {
+					t.Fatalf("segment %d: %v (frag %+v)", i, err, f)
+				}
+				pos += int64(f.Size)
+				got += int(f.Size)
+			}
+			if err := x.buf.EndCPUAccess(devmem.SyncRead); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := r.Release(m.Frags); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if lin != seg-1 || dma != 1 {
+			t.Fatalf("segment %d of %d bytes: %d linear, %d in the dma-buf; want %d and 1", i, seg, lin, dma, seg-1)
+		}
 	}
 }
