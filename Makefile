@@ -22,7 +22,7 @@ DEB_PACKAGES := qemu-system-x86 flex bison libelf-dev libssl-dev bc cpio make gc
 	debian-archive-keyring ca-certificates \
 	clang libbpf-dev bpftool util-linux
 
-.PHONY: all deps kernel kernel-debug unit vmtest vmtest-debug kselftest test demo demo-c bench clean $(VMEXEC)
+.PHONY: all deps kernel kernel-debug unit unit-run vmtest vmtest-run vmtest-debug vmtest-debug-run kselftest test demo demo-c bench clean $(VMEXEC)
 
 all: test
 
@@ -78,7 +78,15 @@ $(STATICCHECK):
 	GOBIN=$(GOBIN_CACHE) $(GO) install honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION)
 	mv $(GOBIN_CACHE)/staticcheck $@
 
+# A target that passed with the same inputs (every file of the checkout, Go
+# version, kernels) is not run again, like go test's cache; DEVMEM_RERUN=1
+# runs it anyway (.ci/run does). See selftest/resultcache.sh.
+RESULTCACHE := selftest/resultcache.sh
+
 unit: $(STATICCHECK)
+	@$(RESULTCACHE) unit $(MAKE) --no-print-directory unit-run
+
+unit-run:
 	$(GO) vet ./...
 	$(GO) vet -tags vmtest ./...
 	$(STATICCHECK) ./...
@@ -106,6 +114,10 @@ kernel_dir = $${DEVMEM_KERNEL:-$$($(KERNEL_BUILD) | tail -n1)}
 # package's tests run inside the VM, one package (one boot) at a time.
 VM_PACKAGES = $$($(GO) list ./... | grep -v '/selftest/vmexec')
 vmtest: $(VMEXEC)
+	@kernel="$(kernel_dir)" && [ -n "$$kernel" ] && \
+	DEVMEM_KERNEL="$$kernel" RESULT_KEY="$$kernel" $(RESULTCACHE) vmtest $(MAKE) --no-print-directory vmtest-run
+
+vmtest-run: $(VMEXEC)
 	@kernel="$(kernel_dir)" && [ -n "$$kernel" ] && export DEVMEM_KERNEL="$$kernel" && \
 	echo "vmtest: kernel $$kernel" && \
 	$(GO) test -count=1 ./selftest/vmexec/ && \
@@ -120,9 +132,14 @@ vmtest: $(VMEXEC)
 # The teardown and reliability subset on the debug kernel: a KASAN, lockdep
 # or refcount-tracker report is a kernel WARN/BUG, which fails the run.
 kernel_debug_dir = $${DEVMEM_KERNEL_DEBUG:-$$(DEVMEM_KERNEL_FLAVOUR=debug $(KERNEL_BUILD) | tail -n1)}
-DEBUG_NIC_TESTS  ?= TestTeardownWhileBound|TestRestartOnReconfig|TestRingPrefill
+DEBUG_NIC_TESTS  ?= TestTeardown|TestRestartOnReconfig|TestRingPrefill
 DEBUG_ROOT_TESTS ?= TestVMBindingSurvivesGC|TestVMDMABufCloseRaces|TestVMRXNoFDLeak|TestVMBindRXErrors
 vmtest-debug: $(VMEXEC)
+	@kernel="$(kernel_debug_dir)" && [ -n "$$kernel" ] && \
+	DEVMEM_KERNEL_DEBUG="$$kernel" RESULT_KEY="$$kernel $(DEBUG_NIC_TESTS) $(DEBUG_ROOT_TESTS)" \
+	$(RESULTCACHE) vmtest-debug $(MAKE) --no-print-directory vmtest-debug-run
+
+vmtest-debug-run: $(VMEXEC)
 	@kernel="$(kernel_debug_dir)" && [ -n "$$kernel" ] && export DEVMEM_KERNEL="$$kernel" && \
 	export DEVMEM_VM_APPEND=pci=noacpi && \
 	echo "vmtest-debug: kernel $$kernel" && \
@@ -137,7 +154,7 @@ NCDEVMEM ?=
 kselftest: $(VMEXEC)
 	@kernel="$(kernel_dir)" && [ -n "$$kernel" ] && \
 	DEVMEM_KERNEL="$$kernel" VMEXEC=$(VMEXEC) SUITES="$(SUITES)" NCDEVMEM="$(NCDEVMEM)" \
-	selftest/kselftest/run.sh
+	RESULT_KEY="$$kernel $(SUITES) $(NCDEVMEM)" $(RESULTCACHE) kselftest selftest/kselftest/run.sh
 
 # Our cmd/ncdevmem receives a validated stream from the peer netns
 # (selftest/demo drives both ends inside the VM).

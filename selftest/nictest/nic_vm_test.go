@@ -381,3 +381,27 @@ func ethtoolErr(args ...string) (string, error) {
 }
 
 func itoa(i int) string { return strconv.Itoa(i) }
+
+// noDeferredSkbFree turns off the per-CPU deferred skb free for the test
+// (net.core.skb_defer_max=0, restored at cleanup). A socket that consumes
+// an skb on another CPU than the one that allocated it (the NAPI's) queues
+// it there, and up to skb_defer_max/2 of them stay queued until that CPU
+// runs its rx softirq again; their frags keep page pool buffers in flight.
+// Tests that wait for a pool to drain after the traffic stopped would wait
+// on an idle CPU instead.
+func noDeferredSkbFree(t *testing.T) {
+	t.Helper()
+	const path = "/proc/sys/net/core/skb_defer_max"
+	old, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(path, []byte("0"), 0); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := os.WriteFile(path, old, 0); err != nil {
+			t.Errorf("restore %s: %v", path, err)
+		}
+	})
+}

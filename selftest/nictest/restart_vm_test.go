@@ -34,6 +34,7 @@ func attachedPools(t *testing.T, nd *devmem.Netdev, x *rx) []devmem.PagePool {
 // back as their frags are freed) and a ring of the new size, the flow
 // delivers every byte, and -L below the bound queue is refused by the core.
 func TestRestartOnReconfig(t *testing.T) {
+	noDeferredSkbFree(t)
 	x := setupRX(t, 8<<20, 1, nil)
 	nd, err := devmem.DialNetdev()
 	if err != nil {
