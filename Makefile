@@ -110,9 +110,14 @@ $(VMEXEC):
 # kernel_dir prints the kernel directory (DEVMEM_KERNEL or build.sh's last line).
 kernel_dir = $${DEVMEM_KERNEL:-$$($(KERNEL_BUILD) | tail -n1)}
 
-# vmexec's own tests run on the host and boot VMs themselves; every other
-# package's tests run inside the VM, one package (one boot) at a time.
-VM_PACKAGES = $$($(GO) list ./... | grep -v '/selftest/vmexec')
+# vmexec's own tests run on the host and boot VMs themselves; the other
+# packages' tests run inside the VM, one package (one boot) at a time: all
+# of them where the kernel matters, only the VM tests of the root package
+# (its unit tests ran on the host under -race), none of the packages that
+# never touch the kernel (cuda without a GPU, internal/...).
+MODULE := github.com/devmem-go/devmem
+VM_PACKAGES = $$($(GO) list ./... | grep -v -x -e '$(MODULE)' -e '$(MODULE)/selftest/vmexec' -e '$(MODULE)/cuda' -e '$(MODULE)/internal/.*')
+ROOT_VM_TESTS := ^(TestVM|TestREADME)
 vmtest: $(VMEXEC)
 	@kernel="$(kernel_dir)" && [ -n "$$kernel" ] && \
 	DEVMEM_KERNEL="$$kernel" RESULT_KEY="$$kernel" $(RESULTCACHE) vmtest $(MAKE) --no-print-directory vmtest-run
@@ -123,6 +128,7 @@ vmtest-run: $(VMEXEC)
 	$(GO) test -count=1 ./selftest/vmexec/ && \
 	$(GO) build -o $(BIN)/ncdevmem ./cmd/ncdevmem && \
 	DEVMEM_NCDEVMEM_BIN=$(BIN)/ncdevmem \
+	$(GO) test -tags vmtest -exec $(VMEXEC) -count=1 -v -run '$(ROOT_VM_TESTS)' . && \
 	$(GO) test -tags vmtest -exec $(VMEXEC) -count=1 -p 1 -v $(VM_PACKAGES) && \
 	echo "vmtest: a GOARCH=386 receiver on the 64-bit kernel (compat control messages)" && \
 	GOARCH=386 $(GO) test -tags vmtest -exec $(VMEXEC) -count=1 -v -run 'TestVMRX' . && \

@@ -90,6 +90,10 @@ type ReceiverConfig struct {
 	ReleaseDelay time.Duration
 }
 
+// presizeTokens caps how many tokens a Receiver's token maps are sized for
+// at the start (4 bytes + 1 bit each; they grow past it when needed).
+const presizeTokens = 8192
+
 // defaultReleaseDelay is ReceiverConfig.ReleaseDelay's default.
 const defaultReleaseDelay = 10 * time.Millisecond
 
@@ -297,6 +301,14 @@ func newReceiver(b *Binding, cfg *ReceiverConfig) (*Receiver, error) {
 	if r.delay == 0 {
 		r.delay = defaultReleaseDelay
 	}
+
+	// Tokens are handed out lowest-free, so the highest one stays near
+	// the peak outstanding, bounded by the budget: size the token maps
+	// for it up front (up to presizeTokens), so that a flow whose peak
+	// creeps up does not allocate in steady state.
+	presize := min(r.budget, presizeTokens)
+	r.held = make([]uint32, presize+1)
+	r.outstanding.reserve(uint32(presize))
 
 	r.bufSize = c.BufferSize
 	r.oob = make([]byte, c.ControlSize)

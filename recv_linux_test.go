@@ -416,3 +416,42 @@ func TestReceiverFlushBeforeBlock(t *testing.T) {
 		t.Fatalf("idle for a second with a batch waiting: %+v", st)
 	}
 }
+
+// TestReceiverTokenMapsPresized: a flow whose peak outstanding creeps up
+// (the kernel hands out the lowest free token, so new highs come one at a
+// time) must not allocate for it while it stays within the binding's
+// budget.
+func TestReceiverTokenMapsPresized(t *testing.T) {
+	_, s := tcpPair(t)
+	b := testRXBinding(1)
+	b.size = 16 << 20 // a budget of 4096 tokens
+	r, err := NewReceiver(s, b, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	const perRecv = 8
+	frags := make([]Frag, perRecv)
+	buf := make([]byte, perRecv*100)
+	next := uint32(1)
+	// AllocsPerRun averages (rounding down) and warms up with one run:
+	// each run is 200 receives, tokens 1-1600 in the warm-up, then
+	// 1601-3200 counted in full.
+	allocs := testing.AllocsPerRun(1, func() {
+		for range 200 {
+			for i := range frags {
+				frags[i] = Frag{Kind: FragDMABuf, Offset: uint64(next) * 4096, Size: 100, Token: next, DMABufID: 1}
+				next++
+			}
+			if _, err := r.finish(frags, buf, len(buf), perRecv, nil); err != nil {
+				t.Fatal(err)
+			}
+		}
+	})
+	if next < 3000 {
+		t.Fatalf("only %d tokens out", next)
+	}
+	if allocs != 0 {
+		t.Fatalf("%v allocs in 200 receives while the peak outstanding rose to %d", allocs, next-1)
+	}
+}

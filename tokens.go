@@ -84,14 +84,19 @@ type tokenSet struct {
 	n     int
 }
 
-// add marks t outstanding and reports whether it was not already.
-func (s *tokenSet) add(t uint32) bool {
-	w := int(t / 64)
-	if w >= len(s.words) {
+// reserve makes room for tokens up to t without marking any.
+func (s *tokenSet) reserve(t uint32) {
+	if w := int(t / 64); w >= len(s.words) {
 		// append zeroes the whole new backing array; use all of it.
 		s.words = append(s.words, make([]uint64, w+1-len(s.words))...)
 		s.words = s.words[:cap(s.words)]
 	}
+}
+
+// add marks t outstanding and reports whether it was not already.
+func (s *tokenSet) add(t uint32) bool {
+	s.reserve(t)
+	w := int(t / 64)
 	bit := uint64(1) << (t % 64)
 	if s.words[w]&bit != 0 {
 		return false
