@@ -156,14 +156,21 @@ func (x *rx) steer(t *testing.T, port uint16, queue int) {
 // connect makes a connection from the peer netns to port on addr.
 func connect(t *testing.T, addr netip.Addr, port uint16) (*net.TCPConn, net.Conn) {
 	t.Helper()
-	ln, err := net.Listen("tcp", net.JoinHostPort(addr.String(), strconv.Itoa(int(port))))
+	return connectWith(t, net.JoinHostPort(addr.String(), strconv.Itoa(int(port))), selftest.DialPeer)
+}
+
+// connectWith listens on address here and connects to it with dial (from
+// another netns); cleanup closes both ends.
+func connectWith(t *testing.T, address string, dial func(ctx context.Context, network, address string) (net.Conn, error)) (*net.TCPConn, net.Conn) {
+	t.Helper()
+	ln, err := net.Listen("tcp", address)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer ln.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	client, err := selftest.DialPeer(ctx, "tcp", ln.Addr().String())
+	client, err := dial(ctx, "tcp", ln.Addr().String())
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -3,7 +3,6 @@
 package nictest
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"net"
@@ -121,24 +120,7 @@ func newPair(t *testing.T, id int) *pair {
 // connect returns a connection from the peer to port on the host side.
 func (p *pair) connect(t *testing.T, port int) (*net.TCPConn, net.Conn) {
 	t.Helper()
-	ln, err := net.Listen("tcp4", "198.51.100.1:"+strconv.Itoa(port))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-	defer cancel()
-	client, err := p.peer.Dial(ctx, "tcp4", ln.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { client.Close() })
-	c, err := ln.Accept()
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { c.Close() })
-	return c.(*net.TCPConn), client
+	return connectWith(t, "198.51.100.1:"+strconv.Itoa(port), p.peer.Dial)
 }
 
 // poolsOf returns the page pools, on any device, that binding id provides.
