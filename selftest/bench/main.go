@@ -153,7 +153,17 @@ func run() error {
 		return fmt.Errorf("NIC setup: %w", err)
 	}
 	defer ns.Close()
+	restoreHW, hw, err := ns.receiveLikeHardware()
+	if err != nil {
+		return fmt.Errorf("NIC setup: %w", err)
+	}
+	defer restoreHW()
 	printMachine()
+	if hw {
+		fmt.Printf("every rx queue receives like hardware (netdevsim %s=1): plain TCP gets wire segments in page pool pages too\n", hwKnob)
+	} else {
+		fmt.Printf("netdevsim without %s: plain TCP gets the peer's TSO skbs as they are (no segmentation, no DMA copy)\n", hwKnob)
+	}
 	fmt.Printf("single flow: %d MiB per transfer, %d runs per receiver and mode, modes %s, receivers %s, alternating\n",
 		c.size>>20, c.runs, strings.Join(c.modes, ","), strings.Join(c.receivers, ","))
 

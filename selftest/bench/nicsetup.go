@@ -11,6 +11,8 @@ package main
 import (
 	"errors"
 	"fmt"
+	"os/exec"
+	"strconv"
 
 	"github.com/devmem-go/devmem"
 	"github.com/devmem-go/devmem/nic"
@@ -120,4 +122,42 @@ func (st *steered) id() uint32 {
 		return 0
 	}
 	return st.binding.ID()
+}
+
+// hwKnob makes the simulated NIC receive on every queue like hardware, not
+// only on devmem queues: wire segments DMAed into page pool pages, then
+// GRO, instead of the peer's 64 KiB TSO skbs passed up as they are. Plain
+// TCP then pays for what a real NIC makes it pay for, and the plain-TCP
+// rows compare with devmem on equal terms.
+const hwKnob = "rx_hw_all_queues"
+
+// receiveLikeHardware sets hwKnob (where the kernel has it) and restarts
+// the rx queues so that they take it (the knob is read at queue start);
+// the returned func restores the old value the same way.
+func (s *nicSetup) receiveLikeHardware() (restore func() error, on bool, err error) {
+	old, err := selftest.NsimKnob(hwKnob)
+	if err != nil {
+		return func() error { return nil }, false, nil
+	}
+	set := func(v string) error {
+		if err := selftest.SetNsimKnob(hwKnob, v); err != nil {
+			return err
+		}
+		r, err := s.nic.Rings()
+		if err != nil {
+			return err
+		}
+		// A ring size change restarts every rx queue (twice: there and
+		// back).
+		for _, size := range []uint32{max(r.RX/2, 1), r.RX} {
+			if out, err := exec.Command("ethtool", "-G", s.topo.IfName, "rx", strconv.Itoa(int(size))).CombinedOutput(); err != nil {
+				return fmt.Errorf("ethtool -G %s rx %d: %v: %s", s.topo.IfName, size, err, out)
+			}
+		}
+		return nil
+	}
+	if err := set("1"); err != nil {
+		return nil, false, err
+	}
+	return func() error { return set(old) }, true, nil
 }

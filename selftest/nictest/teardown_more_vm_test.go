@@ -105,7 +105,9 @@ func newPair(t *testing.T, id int) *pair {
 	ipIn(t, nil, "addr", "add", "198.51.100.1/24", "dev", p.name)
 	ipIn(t, p.peer, "link", "set", peerName, "up")
 	ipIn(t, p.peer, "addr", "add", "198.51.100.2/24", "dev", peerName)
-	self, err := os.Open("/proc/self/ns/net")
+	// This thread's netns (/proc/self/ns/net is the main thread's, which
+	// a Do elsewhere may have moved).
+	self, err := netns.Current()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -305,8 +307,14 @@ func TestTeardownNetnsWhileBound(t *testing.T) {
 				bid := b.ID()
 				switch how {
 				case "device-leaves":
-					self := fmt.Sprintf("/proc/%d/ns/net", os.Getpid())
-					ipIn(t, ns, "link", "set", name, "netns", self)
+					// Not /proc/PID/ns/net: that is the main thread's
+					// netns, which is ns itself while a Do runs there.
+					here, err := netns.Current()
+					if err != nil {
+						t.Fatal(err)
+					}
+					defer here.Close()
+					ipIn(t, ns, "link", "set", name, "netns", fmt.Sprintf("/proc/%d/fd/%d", os.Getpid(), here.Fd()))
 					if _, err := net.InterfaceByName(name); err != nil {
 						t.Fatalf("%s not back in the init netns: %v", name, err)
 					}

@@ -1,0 +1,101 @@
+//go:build vmtest
+
+package nictest
+
+import (
+	"io"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/devmem-go/devmem"
+)
+
+// ringedQueues returns the queues devmem_rx_rings lists (those with a
+// posted buffer ring).
+func ringedQueues(t *testing.T) []string {
+	t.Helper()
+	var qs []string
+	for _, l := range strings.Split(knob(t, "devmem_rx_rings"), "\n") {
+		if f := strings.Fields(l); len(f) >= 2 && f[0] == "queue" {
+			qs = append(qs, f[1])
+		}
+	}
+	return qs
+}
+
+// restartQueues restarts every rx queue (a ring size change, there and
+// back).
+func restartQueues(t *testing.T, ifname string, rx uint32) {
+	t.Helper()
+	ethtool(t, "-G", ifname, "rx", strconv.Itoa(int(max(rx/2, 1))))
+	ethtool(t, "-G", ifname, "rx", strconv.Itoa(int(rx)))
+}
+
+// TestRXHWAllQueues: with rx_hw_all_queues the queues without a memory
+// provider receive like hardware too (a posted ring of page pool pages,
+// wire segments written into them): a plain TCP flow through them arrives
+// intact, and the knob takes effect at the next queue restart.
+func TestRXHWAllQueues(t *testing.T) {
+	noDeferredSkbFree(t)
+	topo, n := prepareNIC(t)
+	r, err := n.Rings()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if qs := ringedQueues(t); len(qs) != 0 {
+		t.Fatalf("queues with a ring before the knob, nothing bound: %v", qs)
+	}
+	// Cleanups run last first: the knob is restored, then the queues
+	// restart without it.
+	t.Cleanup(func() { restartQueues(t, topo.IfName, r.RX) })
+	setKnob(t, "rx_hw_all_queues", "1")
+	if qs := ringedQueues(t); len(qs) != 0 {
+		t.Fatalf("the knob took effect before a queue restart: %v", qs)
+	}
+	restartQueues(t, topo.IfName, r.RX)
+	ch, err := n.Channels()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if qs := ringedQueues(t); len(qs) != ch.RXQueues() {
+		t.Fatalf("rings on queues %v of %d", qs, ch.RXQueues())
+	}
+	nd, err := devmem.DialNetdev()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nd.Close()
+	pools, err := nd.PagePools(topo.IfIndex)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range pools {
+		if p.DetachTime == 0 && p.Inflight < uint64(r.RX) {
+			t.Errorf("page pool %d: %d pages in flight, ring of %d posted", p.ID, p.Inflight, r.RX)
+		}
+	}
+
+	// A plain flow, every byte checked.
+	before := knob(t, "devmem_rx_pkts")
+	nextPort++
+	server, client := connect(t, topo.Addr4, nextPort)
+	const total = 4 << 20
+	s := newStream(99)
+	go func() { s.send(client, total); client.Close() }()
+	server.SetReadDeadline(time.Now().Add(time.Minute))
+	got, err := io.ReadAll(server)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != total {
+		t.Fatalf("received %d bytes, sent %d", len(got), total)
+	}
+	if err := s.check(0, got); err != nil {
+		t.Fatal(err)
+	}
+	if after := knob(t, "devmem_rx_pkts"); after == before {
+		t.Errorf("devmem_rx_pkts stayed at %s: the flow did not go through the hardware-like path", after)
+	}
+}
