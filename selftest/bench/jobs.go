@@ -10,6 +10,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -347,6 +348,12 @@ func drive(topo *selftest.Topology, j job, port int) (result, error) {
 		defer c.Close()
 		conns[i] = c
 	}
+	// A flow that stalls fails the job (the driver tries it once more)
+	// instead of hanging the bench: no transfer here takes minutes.
+	deadline := time.Now().Add(jobTimeout(j))
+	for _, c := range conns {
+		c.SetDeadline(deadline)
+	}
 	bulk := j.flows - j.rrFlows
 	var res result
 	busy0, ncpu := cpuBusy()
@@ -390,6 +397,9 @@ func drive(topo *selftest.Topology, j job, port int) (result, error) {
 	res.vmCPU, res.ncpu = busy1-busy0, ncpu
 	for i, err := range errs {
 		if err != nil {
+			if errors.Is(err, os.ErrDeadlineExceeded) {
+				printStall(topo)
+			}
 			return result{}, fmt.Errorf("flow %d: %w", i, err)
 		}
 	}
@@ -503,4 +513,26 @@ func requestResponse(conn *net.TCPConn, req, resp int, stop <-chan struct{}) ([]
 		}
 		lats = append(lats, time.Since(t))
 	}
+}
+
+// jobTimeout bounds a transfer: at 1 MB/s, and never under 2 minutes (TCG
+// on a loaded host is slow, but not that slow).
+func jobTimeout(j job) time.Duration {
+	return max(2*time.Minute, time.Duration(j.size/1e6)*time.Second+j.rrTime)
+}
+
+// printStall prints what the simulated NIC says about its queues when a
+// transfer stalled: rings, drop causes, and the TCP state of the flows.
+func printStall(topo *selftest.Topology) {
+	fmt.Println("stalled transfer; the NIC and the flows:")
+	for _, k := range []string{"devmem_rx_rings", "devmem_rx_drop_causes", "devmem_rx_drops"} {
+		v, err := selftest.NsimKnob(k)
+		fmt.Printf("  %s: %q %v\n", k, v, err)
+	}
+	out, _ := exec.Command("ss", "-tnmi").CombinedOutput()
+	fmt.Printf("  ss -tnmi (host):\n%s\n", out)
+	out, _ = selftest.PeerCommand(context.Background(), "ss", "-tnmi").CombinedOutput()
+	fmt.Printf("  ss -tnmi (peer):\n%s\n", out)
+	out, _ = exec.Command("ethtool", "-S", topo.IfName).CombinedOutput()
+	fmt.Printf("  ethtool -S %s:\n%s\n", topo.IfName, out)
 }
