@@ -129,7 +129,7 @@ kernel_dir = $${DEVMEM_KERNEL:-$$($(KERNEL_BUILD) | tail -n1)}
 # never touch the kernel (cuda without a GPU, internal/...).
 MODULE := github.com/devmem-go/devmem
 VM_PACKAGES = $$($(GO) list ./... | grep -v -x -e '$(MODULE)' -e '$(MODULE)/selftest/vmexec' -e '$(MODULE)/cuda' -e '$(MODULE)/internal/.*')
-ROOT_VM_TESTS := ^(TestVM|TestREADME)
+ROOT_VM_TESTS := ^TestVM
 vmtest: $(VMEXEC)
 	@kernel="$(kernel_dir)" && [ -n "$$kernel" ] && \
 	DEVMEM_KERNEL="$$kernel" RESULT_KEY="$$kernel" $(RESULTCACHE) vmtest $(MAKE) --no-print-directory vmtest-run
