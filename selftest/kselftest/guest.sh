@@ -11,7 +11,7 @@
 #
 # Output: KTAP (TAP version 13, one test per suite run, each suite's own
 # KTAP indented as kselftest's runner does), then one line per suite run:
-#   # kselftest-result: LABEL SUITE pass=N fail=N skip=N time=Ns
+#   # kselftest-result: LABEL SUITE pass=N fail=N skip=N retried=0|1 time=Ns
 # which run.sh sums up. The VM's root is a tmpfs overlay, so the binaries
 # copied next to the test scripts below never reach the host's tree.
 set -uo pipefail
@@ -94,10 +94,21 @@ for run in "$@"; do
 		echo "# $name (ncdevmem: $label, $bin)"
 		log=/tmp/kselftest-$label-$suite.log
 		t0=$(date +%s)
-		# The suite's KTAP, indented as kselftest's runner does, as it comes.
-		(cd "$hw" && PYTHONUNBUFFERED=1 timeout --kill-after=10 "$timeout_s" "./$suite") 2>&1 |
-			tee "$log" | sed -u 's/^/# /'
-		rc=${PIPESTATUS[0]}
+		# The suite's KTAP, indented as kselftest's runner does, as it
+		# comes. A suite that fails runs once more (retries=0 turns that
+		# off), and both runs are in the output: nk_qlease.py's
+		# test_destroy fails now and then under TCG when iou-zcrx's
+		# completion queue fills before it reaps it (recvzc -ENOSPC, one
+		# CQE per MSS frag), see selftest/README.md.
+		retried=0
+		for attempt in 1 2; do
+			(cd "$hw" && PYTHONUNBUFFERED=1 timeout --kill-after=10 "$timeout_s" "./$suite") 2>&1 |
+				tee "$log" | sed -u 's/^/# /'
+			rc=${PIPESTATUS[0]}
+			[[ $rc == 0 || $rc == 4 || $attempt == 2 || ${retries:-1} == 0 ]] && break
+			echo "# $name failed (exit=$rc): running it once more"
+			retried=1
+		done
 		dt=$(($(date +%s) - t0))
 		totals=$(grep -E '^# Totals: ' "$log" | tail -n1)
 		pass=0 fail=0 skip=0
@@ -117,7 +128,7 @@ for run in "$@"; do
 		   # A suite that died without its totals still failed.
 		   [[ -n $totals && $fail -gt 0 ]] || fail=$((fail + 1)) ;;
 		esac
-		results+=("# kselftest-result: $label $suite pass=$pass fail=$fail skip=$skip time=${dt}s")
+		results+=("# kselftest-result: $label $suite pass=$pass fail=$fail skip=$skip retried=$retried time=${dt}s")
 	done
 done
 printf '%s\n' "${results[@]}"

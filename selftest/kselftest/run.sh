@@ -124,10 +124,13 @@ vm_s=$((SECONDS - t0))
 
 pass=0 fail=0 skip=0 seen=0
 echo "# kselftest summary (ncdevmem, suite: cases; time)"
-while read -r _ _ label suite p f s t; do
-	p=${p#pass=} f=${f#fail=} s=${s#skip=} t=${t#time=}
-	printf '# %-3s %-18s %2d passed, %2d failed, %2d skipped  %6s\n' \
-		"$label" "$suite" "$p" "$f" "$s" "$t"
+while read -r _ _ label suite p f s r t; do
+	p=${p#pass=} f=${f#fail=} s=${s#skip=} r=${r#retried=} t=${t#time=}
+	note=
+	((r == 1)) && note="  (passed on its second run)"
+	((r == 1 && f > 0)) && note="  (failed twice)"
+	printf '# %-3s %-18s %2d passed, %2d failed, %2d skipped  %6s%s\n' \
+		"$label" "$suite" "$p" "$f" "$s" "$t" "$note"
 	pass=$((pass + p)) fail=$((fail + f)) skip=$((skip + s)) seen=$((seen + 1))
 done < <(grep '^# kselftest-result: ' "$out" || true)
 if ((seen < n)); then
