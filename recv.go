@@ -307,7 +307,7 @@ func newReceiver(b *Binding, cfg *ReceiverConfig) (*Receiver, error) {
 	// for it up front (up to presizeTokens), so that a flow whose peak
 	// creeps up does not allocate in steady state.
 	presize := min(r.budget, presizeTokens)
-	r.held = make([]uint32, presize+1)
+	r.growHeld(uint32(presize))
 	r.outstanding.reserve(uint32(presize))
 
 	r.bufSize = c.BufferSize
