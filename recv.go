@@ -88,6 +88,19 @@ type ReceiverConfig struct {
 	// the receiver is idle: when a Recv blocks for lack of data with a
 	// batch waiting, the batch goes back after this long. Default 10ms.
 	ReleaseDelay time.Duration
+
+	// BlockThread makes a Recv that finds no data wait in poll(2) on its
+	// own OS thread, as a C receiver blocking in recvmsg does, instead of
+	// parking the goroutine in the Go runtime's network poller. A few
+	// busy flows then pay no park, poller wake-up or thread hand-off per
+	// wait; each blocked Recv holds a thread, so it is not for thousands
+	// of connections. Close and a cancelled RecvContext interrupt the wait
+	// at once (through an eventfd, so RecvContext needs no
+	// SetReadDeadline); a read deadline set on the conn, and the conn
+	// being closed, are seen within 10ms, and the conn's Close waits
+	// that long for a Recv in flight. The ReleaseDelay flush is made by
+	// the waiting Recv itself.
+	BlockThread bool
 }
 
 // presizeTokens caps how many tokens a Receiver's token maps are sized for
@@ -144,11 +157,12 @@ type Message struct {
 // from any goroutine. Receiving and releasing do not allocate once the
 // receiver (and, for RecvInto, the Message) is warmed up.
 type Receiver struct {
-	rc        syscall.RawConn
-	deadliner interface{ SetReadDeadline(time.Time) error }
-	strict    bool
-	bufSize   int
-	maxOut    int
+	rc          syscall.RawConn
+	deadliner   interface{ SetReadDeadline(time.Time) error }
+	strict      bool
+	blockThread bool
+	bufSize     int
+	maxOut      int
 	// bindings keeps every binding reachable for the receiver's life:
 	// their ids are what frags are checked against.
 	bindings []*Binding
@@ -184,7 +198,8 @@ type Receiver struct {
 	batch       int
 	budget      int // buffers the receiver may hold: MaxOutstanding, or the bindings' count, or 4*batch
 	delay       time.Duration
-	idle        *time.Timer
+	idle        *time.Timer // the ReleaseDelay flush; nil with BlockThread, which waits until idleAt
+	idleAt      time.Time
 	idleArmed   bool
 	stats       ReceiverStats
 	rel         TokenReleaser
@@ -230,7 +245,9 @@ func NewReceiver(conn syscall.Conn, b *Binding, cfg *ReceiverConfig) (*Receiver,
 	if d, ok := conn.(interface{ SetReadDeadline(time.Time) error }); ok {
 		deadliner = d
 	}
-	r.start(rc, deadliner)
+	if err := r.start(rc, deadliner); err != nil {
+		return nil, err
+	}
 	return r, nil
 }
 
@@ -241,7 +258,7 @@ func newReceiver(b *Binding, cfg *ReceiverConfig) (*Receiver, error) {
 	if cfg != nil {
 		c = *cfg
 	}
-	r := &Receiver{strict: c.Strict, maxOut: c.MaxOutstanding}
+	r := &Receiver{strict: c.Strict, maxOut: c.MaxOutstanding, blockThread: c.BlockThread}
 	var bufBytes int64
 	for i, bb := range append([]*Binding{b}, c.Bindings...) {
 		if bb == nil {
@@ -320,15 +337,17 @@ func newReceiver(b *Binding, cfg *ReceiverConfig) (*Receiver, error) {
 	return r, nil
 }
 
-func (r *Receiver) start(rc syscall.RawConn, deadliner interface{ SetReadDeadline(time.Time) error }) {
+func (r *Receiver) start(rc syscall.RawConn, deadliner interface{ SetReadDeadline(time.Time) error }) error {
 	r.rc = rc
 	r.deadliner = deadliner
 	r.rel.rc = rc
 	r.rel.control = r.rel.dontneed
 	r.rel.afterBatch = r.released
-	r.idle = time.AfterFunc(time.Hour, r.idleFlush)
-	r.idle.Stop()
-	r.initSys()
+	if !r.blockThread {
+		r.idle = time.AfterFunc(time.Hour, r.idleFlush)
+		r.idle.Stop()
+	}
+	return r.initSys(r.blockThread)
 }
 
 // bindingSize is the size of b's dma-buf in bytes, 0 where the Binding
@@ -437,7 +456,7 @@ func (r *Receiver) withContext(ctx context.Context, recv func() error) error {
 	if err := ctx.Err(); err != nil {
 		return &Error{Op: opRecvmsg, Err: context.Cause(ctx)}
 	}
-	if r.deadliner == nil {
+	if r.deadliner == nil && !r.blockThread {
 		return &Error{Op: opRecvmsg, Err: errors.New("a cancellable context needs a conn with SetReadDeadline")}
 	}
 	var (
@@ -449,7 +468,7 @@ func (r *Receiver) withContext(ctx context.Context, recv func() error) error {
 		defer mu.Unlock()
 		if !done {
 			failed = true
-			r.deadliner.SetReadDeadline(aLongTimeAgo)
+			r.interrupt()
 		}
 	})
 	err := recv()
@@ -459,7 +478,7 @@ func (r *Receiver) withContext(ctx context.Context, recv func() error) error {
 		interrupted := failed
 		mu.Unlock()
 		if interrupted {
-			r.deadliner.SetReadDeadline(time.Time{})
+			r.resume()
 			if err != nil && errors.Is(err, os.ErrDeadlineExceeded) {
 				err = &Error{Op: opRecvmsg, Err: context.Cause(ctx)}
 			}
@@ -554,7 +573,9 @@ func (r *Receiver) claimLocked(frags []Frag, dst *[]uint32) (requested, refused 
 // flushLocked releases the pending tokens.
 func (r *Receiver) flushLocked() error {
 	if r.idleArmed {
-		r.idle.Stop()
+		if r.idle != nil {
+			r.idle.Stop()
+		}
 		r.idleArmed = false
 	}
 	if len(r.pending) == 0 {
@@ -578,20 +599,51 @@ func (r *Receiver) idleFlush() {
 
 // beforeBlock runs when recvmsg found no data, before the goroutine parks:
 // the batch waiting goes back now if the NIC may run short of buffers,
-// else after ReleaseDelay unless something else sends it first.
-func (r *Receiver) beforeBlock() {
+// else after ReleaseDelay unless something else sends it first. With
+// BlockThread there is no timer: it reports how long the wait may last
+// before the caller calls idleFlush (armed).
+func (r *Receiver) beforeBlock() (flushIn time.Duration, armed bool) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if len(r.pending) == 0 {
-		return
+		return 0, false
 	}
 	if 2*r.outstanding.n >= r.budget {
 		r.flushLocked()
-		return
+		return 0, false
 	}
 	if !r.idleArmed {
 		r.idleArmed = true
-		r.idle.Reset(r.delay)
+		if r.idle != nil {
+			r.idle.Reset(r.delay)
+		} else {
+			r.idleAt = time.Now().Add(r.delay)
+		}
+	}
+	if r.idle != nil {
+		return 0, false
+	}
+	return time.Until(r.idleAt), true
+}
+
+// interrupt wakes a blocked Recv: through the waker with BlockThread, else
+// with a read deadline in the past (none without a deadliner).
+func (r *Receiver) interrupt() {
+	if r.sys.wake() {
+		return
+	}
+	if r.deadliner != nil {
+		r.deadliner.SetReadDeadline(aLongTimeAgo)
+	}
+}
+
+// resume undoes interrupt once the Recv it was for has returned.
+func (r *Receiver) resume() {
+	if r.sys.unwake() {
+		return
+	}
+	if r.deadliner != nil {
+		r.deadliner.SetReadDeadline(time.Time{})
 	}
 }
 
@@ -642,18 +694,17 @@ func (r *Receiver) Close() error {
 	if r.closed.Swap(true) {
 		return nil
 	}
-	if r.deadliner != nil {
-		r.deadliner.SetReadDeadline(aLongTimeAgo)
-	}
+	r.interrupt()
 	r.recvMu.Lock()
-	if r.deadliner != nil {
-		r.deadliner.SetReadDeadline(time.Time{})
-	}
+	r.resume()
+	r.sys.closeWaker()
 	r.recvMu.Unlock()
 
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	r.idle.Stop()
+	if r.idle != nil {
+		r.idle.Stop()
+	}
 	r.idleArmed = false
 	r.pending = r.pending[:0]
 	clear(r.held)

@@ -4,6 +4,11 @@ package devmem
 
 import (
 	"io"
+	"os"
+	"runtime"
+	"sync"
+	"sync/atomic"
+	"time"
 	"unsafe"
 
 	"golang.org/x/sys/unix"
@@ -15,33 +20,137 @@ import (
 type recvSys struct {
 	msg unix.Msghdr
 	iov unix.Iovec
+
+	// BlockThread's state: the wake-up fd and poll(2)'s arguments.
+	waker   *waker
+	pfds    [2]unix.PollFd
+	timeout unix.Timespec
+	// woken: the wait ended for Close or a cancelled context, not for
+	// data; sliceOver: for the end of a pollSlice.
+	woken, sliceOver bool
 }
 
-func (r *Receiver) initSys() {
+// pollSlice bounds one poll(2) of a BlockThread receiver. Between slices
+// the receiver goes back through the runtime's poller bookkeeping
+// (RawConn.Read), which is where a closed conn and a read deadline are
+// seen: so a conn closed under a blocked Recv (its Close waits for the
+// read in flight) and a deadline are noticed within this long.
+const pollSlice = 10 * time.Millisecond
+
+func (r *Receiver) initSys(blockThread bool) error {
 	r.readFn = r.recvmsg
+	if !blockThread {
+		return nil
+	}
+	w, err := newWaker()
+	if err != nil {
+		return err
+	}
+	r.sys.waker = w
+	r.readFn = r.recvmsgBlocking
+	// A Receiver dropped without Close must not leak the eventfd; w does
+	// not point back to r, and closing twice is harmless.
+	runtime.AddCleanup(r, (*waker).close, w)
+	return nil
+}
+
+// wake interrupts a BlockThread wait; false without BlockThread.
+func (s *recvSys) wake() bool {
+	if s.waker == nil {
+		return false
+	}
+	s.waker.wake()
+	return true
+}
+
+// unwake forgets a wake-up that found no wait; false without BlockThread.
+func (s *recvSys) unwake() bool {
+	if s.waker == nil {
+		return false
+	}
+	s.waker.reset()
+	return true
+}
+
+// closeWaker releases the eventfd (Close, with no receive in flight).
+func (s *recvSys) closeWaker() {
+	if s.waker != nil {
+		s.waker.close()
+	}
 }
 
 // recvmsg is the RawConn.Read callback: one recvmsg(MSG_SOCK_DEVMEM),
 // returning false on EAGAIN so the poller parks the goroutine — after
 // giving the release policy its chance to return tokens first.
 func (r *Receiver) recvmsg(fd uintptr) bool {
+	for {
+		if r.tryRecvmsg(fd) {
+			return true
+		}
+		if r.errno != unix.EINTR {
+			r.beforeBlock()
+			return false
+		}
+	}
+}
+
+// tryRecvmsg makes one recvmsg(MSG_SOCK_DEVMEM); false with r.errno EAGAIN
+// or EINTR when it should be made again.
+func (r *Receiver) tryRecvmsg(fd uintptr) bool {
 	m := &r.sys.msg
 	m.Iov = &r.sys.iov
 	m.SetIovlen(1)
 	m.Control = &r.oob[0]
 	m.SetControllen(r.ctlLen)
 	m.Flags = 0
+	n, _, errno := unix.Syscall(unix.SYS_RECVMSG, fd, uintptr(unsafe.Pointer(m)), unix.MSG_SOCK_DEVMEM)
+	r.n, r.errno = int(n), errno
+	return errno != unix.EAGAIN && errno != unix.EINTR
+}
+
+// recvmsgBlocking is BlockThread's RawConn.Read callback: recvmsg, and
+// while the socket is dry, wait in poll(2) on this thread for it or the
+// waker, as a C receiver blocks in recvmsg: no park, no poller thread, no
+// hand-off. The release policy runs before each wait; the ReleaseDelay
+// flush is made here, when the poll times out. It always returns true, with
+// r.sys.woken or r.sys.sliceOver when the wait ended without data.
+func (r *Receiver) recvmsgBlocking(fd uintptr) bool {
+	s := &r.sys
+	s.woken, s.sliceOver = false, false
 	for {
-		n, _, errno := unix.Syscall(unix.SYS_RECVMSG, fd, uintptr(unsafe.Pointer(m)), unix.MSG_SOCK_DEVMEM)
-		switch errno {
-		case unix.EINTR:
-			continue
-		case unix.EAGAIN:
-			r.beforeBlock()
-			return false
+		if r.tryRecvmsg(fd) {
+			return true
 		}
-		r.n, r.errno = int(n), errno
-		return true
+		if r.errno == unix.EINTR {
+			continue
+		}
+		wait := pollSlice
+		if d, armed := r.beforeBlock(); armed {
+			if d <= 0 {
+				r.idleFlush()
+				continue
+			}
+			wait = min(wait, d)
+		}
+		s.pfds[0] = unix.PollFd{Fd: int32(fd), Events: unix.POLLIN}
+		s.pfds[1] = unix.PollFd{Fd: int32(s.waker.fd), Events: unix.POLLIN}
+		s.timeout = unix.NsecToTimespec(int64(wait))
+		_, _, errno := unix.Syscall6(unix.SYS_PPOLL, uintptr(unsafe.Pointer(&s.pfds[0])), 2,
+			uintptr(unsafe.Pointer(&s.timeout)), 0, 0, 0)
+		switch {
+		case errno == unix.EINTR:
+		case errno != 0:
+			r.n, r.errno = -1, errno
+			return true
+		case s.pfds[1].Revents != 0:
+			if s.waker.consume() {
+				s.woken = true
+				return true
+			}
+		case s.pfds[0].Revents == 0 && wait == pollSlice:
+			s.sliceOver = true
+			return true
+		}
 	}
 }
 
@@ -55,7 +164,15 @@ func (r *Receiver) recv(frags []Frag, buf []byte) (Message, error) {
 	}
 	r.sys.iov.SetLen(r.bufSize)
 	err := r.rc.Read(r.readFn)
+	for err == nil && r.sys.sliceOver && !r.closed.Load() {
+		err = r.rc.Read(r.readFn)
+	}
 	r.sys.iov.Base = nil // keep no pointer to a caller's buffer
+	if err == nil && (r.sys.woken || r.sys.sliceOver) {
+		// Close or a cancelled context woke the wait (withContext and
+		// recvLocked say which), as a deadline in the past would.
+		err = os.ErrDeadlineExceeded
+	}
 	if err != nil {
 		return empty, &Error{Op: opRecvmsg, Err: err}
 	}
@@ -77,4 +194,60 @@ func (r *Receiver) recv(frags []Frag, buf []byte) (Message, error) {
 	controlLen := min(int(r.sys.msg.Controllen), r.ctlLen)
 	nf, err := parseControl(nativeCmsgLayout, r.oob[:controlLen], frags)
 	return r.finish(frags, buf, r.n, nf, err)
+}
+
+// A waker interrupts a BlockThread receiver's poll: an eventfd that Close
+// and context cancellation write to. Its own mutex orders writes against
+// closing, so a late cancellation never writes to a reused fd number.
+type waker struct {
+	mu      sync.Mutex
+	fd      int // -1 once closed
+	pending atomic.Bool
+	buf     [8]byte
+}
+
+func newWaker() (*waker, error) {
+	fd, err := unix.Eventfd(0, unix.EFD_CLOEXEC|unix.EFD_NONBLOCK)
+	if err != nil {
+		return nil, &Error{Op: opNewReceiver, Err: os.NewSyscallError("eventfd", err)}
+	}
+	return &waker{fd: fd}, nil
+}
+
+// wake interrupts the receiver's current or next wait.
+func (w *waker) wake() {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.fd < 0 {
+		return
+	}
+	w.pending.Store(true)
+	one := [8]byte{1}
+	unix.Write(w.fd, one[:])
+}
+
+// consume reads the eventfd (only the receiving goroutine does) and
+// reports whether a wake-up was pending.
+func (w *waker) consume() bool {
+	unix.Syscall(unix.SYS_READ, uintptr(w.fd), uintptr(unsafe.Pointer(&w.buf[0])), 8)
+	return w.pending.Swap(false)
+}
+
+// reset forgets a wake-up that came too late to interrupt anything.
+func (w *waker) reset() {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.fd >= 0 && w.pending.Swap(false) {
+		var b [8]byte
+		unix.Read(w.fd, b[:])
+	}
+}
+
+func (w *waker) close() {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.fd >= 0 {
+		unix.Close(w.fd)
+		w.fd = -1
+	}
 }

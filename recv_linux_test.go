@@ -19,9 +19,11 @@ import (
 
 // On loopback nothing is in device memory: the kernel ignores
 // MSG_SOCK_DEVMEM for readable skbs and copies them.
-func TestReceiverReadable(t *testing.T) {
+func TestReceiverReadable(t *testing.T) { waitModes(t, testReceiverReadable) }
+
+func testReceiverReadable(t *testing.T, blockThread bool) {
 	c, s := tcpPair(t)
-	r, err := NewReceiver(s, testRXBinding(1), &ReceiverConfig{BufferSize: 4096})
+	r, err := NewReceiver(s, testRXBinding(1), &ReceiverConfig{BufferSize: 4096, BlockThread: blockThread})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -72,9 +74,11 @@ func TestReceiverStrict(t *testing.T) {
 	}
 }
 
-func TestReceiverDeadline(t *testing.T) {
+func TestReceiverDeadline(t *testing.T) { waitModes(t, testReceiverDeadline) }
+
+func testReceiverDeadline(t *testing.T, blockThread bool) {
 	_, s := tcpPair(t)
-	r, err := NewReceiver(s, testRXBinding(1), nil)
+	r, err := NewReceiver(s, testRXBinding(1), &ReceiverConfig{BlockThread: blockThread})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -87,9 +91,11 @@ func TestReceiverDeadline(t *testing.T) {
 	}
 }
 
-func TestReceiverContext(t *testing.T) {
+func TestReceiverContext(t *testing.T) { waitModes(t, testReceiverContext) }
+
+func testReceiverContext(t *testing.T, blockThread bool) {
 	c, s := tcpPair(t)
-	r, err := NewReceiver(s, testRXBinding(1), nil)
+	r, err := NewReceiver(s, testRXBinding(1), &ReceiverConfig{BlockThread: blockThread})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -123,10 +129,12 @@ func TestReceiverContext(t *testing.T) {
 }
 
 // Close and conn.Close both wake a blocked Recv (run with -race).
-func TestReceiverCloseRace(t *testing.T) {
+func TestReceiverCloseRace(t *testing.T) { waitModes(t, testReceiverCloseRace) }
+
+func testReceiverCloseRace(t *testing.T, blockThread bool) {
 	for _, closeConn := range []bool{false, true} {
 		_, s := tcpPair(t)
-		r, err := NewReceiver(s, testRXBinding(1), nil)
+		r, err := NewReceiver(s, testRXBinding(1), &ReceiverConfig{BlockThread: blockThread})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -181,6 +189,18 @@ func TestReceiverCloseRace(t *testing.T) {
 		if n := r.Outstanding(); n != 0 {
 			t.Fatalf("%d tokens outstanding after Close", n)
 		}
+	}
+}
+
+// waitModes runs a test for both ways a Receiver waits for data: parked in
+// the runtime's poller, and BlockThread's poll(2) on its own thread.
+func waitModes(t *testing.T, f func(t *testing.T, blockThread bool)) {
+	for _, bt := range []bool{false, true} {
+		name := "poller"
+		if bt {
+			name = "thread"
+		}
+		t.Run(name, func(t *testing.T) { f(t, bt) })
 	}
 }
 
@@ -330,9 +350,11 @@ func TestReceiverMaxOutstanding(t *testing.T) {
 	}
 }
 
-func TestReceiverRecvAllocs(t *testing.T) {
+func TestReceiverRecvAllocs(t *testing.T) { waitModes(t, testReceiverRecvAllocs) }
+
+func testReceiverRecvAllocs(t *testing.T, blockThread bool) {
 	c, s := tcpPair(t)
-	r, err := NewReceiver(s, testRXBinding(1), &ReceiverConfig{BufferSize: 4096})
+	r, err := NewReceiver(s, testRXBinding(1), &ReceiverConfig{BufferSize: 4096, BlockThread: blockThread})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -374,9 +396,11 @@ func TestReceiverRecvAllocs(t *testing.T) {
 // is about to block — at once when half the receiver's budget is out,
 // else after ReleaseDelay — on a real socket, from inside the poller's
 // read callback.
-func TestReceiverFlushBeforeBlock(t *testing.T) {
+func TestReceiverFlushBeforeBlock(t *testing.T) { waitModes(t, testReceiverFlushBeforeBlock) }
+
+func testReceiverFlushBeforeBlock(t *testing.T, blockThread bool) {
 	_, s := tcpPair(t)
-	r, err := NewReceiver(s, testRXBinding(1), &ReceiverConfig{MaxOutstanding: 256, ReleaseBatch: 200, ReleaseDelay: time.Hour})
+	r, err := NewReceiver(s, testRXBinding(1), &ReceiverConfig{MaxOutstanding: 256, ReleaseBatch: 200, ReleaseDelay: time.Hour, BlockThread: blockThread})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -400,7 +424,7 @@ func TestReceiverFlushBeforeBlock(t *testing.T) {
 	}
 
 	// Few out: the batch waits for ReleaseDelay.
-	r2, err := NewReceiver(s, testRXBinding(1), &ReceiverConfig{ReleaseDelay: 5 * time.Millisecond})
+	r2, err := NewReceiver(s, testRXBinding(1), &ReceiverConfig{ReleaseDelay: 5 * time.Millisecond, BlockThread: blockThread})
 	if err != nil {
 		t.Fatal(err)
 	}

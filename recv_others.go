@@ -4,7 +4,11 @@ package devmem
 
 type recvSys struct{}
 
-func (r *Receiver) initSys() {}
+func (r *Receiver) initSys(blockThread bool) error { return nil }
+
+func (s *recvSys) wake() bool   { return false }
+func (s *recvSys) unwake() bool { return false }
+func (s *recvSys) closeWaker()  {}
 
 func (r *Receiver) recv(frags []Frag, buf []byte) (Message, error) {
 	return Message{}, ErrNotSupported

@@ -50,7 +50,9 @@ func newSimReceiver(t testing.TB, k *simKernel, b *Binding, cfg *ReceiverConfig)
 		t.Fatal(err)
 	}
 	k.r = r
-	r.start(simRawConn{k}, nil)
+	if err := r.start(simRawConn{k}, nil); err != nil {
+		t.Fatal(err)
+	}
 	r.rel.control = k.dontneedCall
 	return r
 }

@@ -96,7 +96,7 @@ func runJob(c *config, topo *selftest.Topology, ns *nicSetup, j job, port int) (
 			args = append(args, "-v", "7")
 		}
 		args = append(args, "-m", mode)
-	case "fastrx", "gorx", "gorx1":
+	case "fastrx", "gorx", "gorx1", "gorxt":
 		bin = c.fastrx
 		if j.recv != "fastrx" {
 			bin = c.gorx
@@ -105,6 +105,11 @@ func runJob(c *config, topo *selftest.Topology, ns *nicSetup, j job, port int) (
 			// The same loop on one P: what the Go scheduler's
 			// hand-offs between threads cost.
 			env = []string{"GOMAXPROCS=1"}
+		}
+		if j.recv == "gorxt" {
+			// Waiting in poll(2) on the flow's thread, as fastrx
+			// waits in recvmsg, instead of the runtime's poller.
+			args = append(args, "-t")
 		}
 		fd, err := unix.Dup(ns.buf.FD())
 		if err != nil {

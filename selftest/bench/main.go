@@ -98,7 +98,7 @@ func run() error {
 	flag.Int64Var(&c.size, "size", 128<<20, "bytes per transfer")
 	flag.IntVar(&c.runs, "runs", 3, "runs per receiver and mode")
 	flag.StringVar(&modes, "modes", "on,off", "validation modes: on (every byte checked: -v 7), off (payload not looked at; the tools write it to /dev/null)")
-	flag.StringVar(&receivers, "receivers", "tcp,fastrx,C,ours,gorx,gorx1", "receivers of the single-flow table")
+	flag.StringVar(&receivers, "receivers", "tcp,fastrx,C,ours,gorx,gorx1,gorxt", "receivers of the single-flow table")
 	flag.StringVar(&geom2Recv, "geom2-receivers", "fastrx,C,ours,gorx", "receivers of the single-flow table on the other geometries (plain TCP does not depend on the devmem frag geometry)")
 	flag.StringVar(&scale, "scale", "1x1,2x1,4x1,8x1,1x2,2x2,4x2,8x2,1x4,2x4,4x4,8x4", "scaling matrix: FLOWSxQUEUES, validation on; empty: none")
 	flag.StringVar(&scaleRecv, "scale-receivers", "fastrx,gorx", "receivers of the scaling matrix")

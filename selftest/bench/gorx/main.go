@@ -49,6 +49,7 @@ func main() {
 	queues := flag.String("Q", "", "queues to bind, comma-separated")
 	flag.IntVar(&c.validate, "v", 0, "validate ncdevmem's -v pattern with this modulus (7), 0: off")
 	flag.IntVar(&c.batch, "b", 0, "ReceiverConfig.ReleaseBatch (0: the library's default)")
+	flag.BoolVar(&c.blockThread, "t", false, "ReceiverConfig.BlockThread: wait for data in poll(2) on the flow's thread")
 	flag.IntVar(&c.peerBase, "P", 0, "peer port of flow 0 (flow index = peer port - P)")
 	flag.IntVar(&c.rrFlows, "r", 0, "the last R flows are request/response")
 	flag.IntVar(&c.req, "q", 256, "request size of request/response flows")
@@ -69,6 +70,7 @@ func main() {
 type config struct {
 	mode                         string
 	flows, validate, batch       int
+	blockThread                  bool
 	peerBase, rrFlows, req, resp int
 	warmup                       int
 	ifindex                      int

@@ -192,11 +192,7 @@ var zeros [65536]byte
 // in place, Done with the frags (the Receiver batches the releases by its
 // own policy).
 func receiveFlow(c *config, st *stats, f *flow, conn *net.TCPConn, b *devmem.Binding, buf *devmem.DMABuf, mem []byte) (err error) {
-	var cfg *devmem.ReceiverConfig
-	if c.batch > 0 {
-		cfg = &devmem.ReceiverConfig{ReleaseBatch: c.batch}
-	}
-	rx, err := devmem.NewReceiver(conn, b, cfg)
+	rx, err := devmem.NewReceiver(conn, b, &devmem.ReceiverConfig{ReleaseBatch: c.batch, BlockThread: c.blockThread})
 	if err != nil {
 		return err
 	}
