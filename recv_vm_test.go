@@ -356,7 +356,12 @@ func vmControlMessages(t *testing.T, k int) {
 // socket nearly drained and the receiver blocks between them — the case
 // where flushing whenever the socket runs dry costs one SO_DEVMEM_DONTNEED
 // per recvmsg. The policy must still make at most one call per 64 frags.
-func TestVMRXBatchedNICBound(t *testing.T) {
+func TestVMRXBatchedNICBound(t *testing.T) { waitModes(t, vmBatchedNICBound) }
+
+// vmBatchedNICBound: the receiver waits for the NIC before nearly every
+// receive, so the release policy runs before each wait (in the poller's
+// callback, or before BlockThread's poll).
+func vmBatchedNICBound(t *testing.T, blockThread bool) {
 	x := vmSetupRX(t, 16<<20, []int{3})
 	server, client := x.connect(t, x.topo.Addr4)
 	const (
@@ -373,7 +378,7 @@ func TestVMRXBatchedNICBound(t *testing.T) {
 			time.Sleep(200 * time.Microsecond)
 		}
 	}()
-	r, err := NewReceiver(server, x.binding, nil)
+	r, err := NewReceiver(server, x.binding, &ReceiverConfig{BlockThread: blockThread})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -162,8 +162,10 @@ func receive(ctx context.Context, env *runEnv, conn *net.TCPConn, binding *devme
 	id := binding.ID()
 	// Tokens go back in batches (the receiver's ReleaseBatch: a quarter of
 	// the dma-buf's buffers, at most 1024), and before it blocks with half
-	// of them out, so held tokens never starve the queue.
-	rx, err := devmem.NewReceiver(conn, binding, nil)
+	// of them out, so held tokens never starve the queue. One connection,
+	// one busy thread: it waits for data in poll(2) like the C tool waits
+	// in recvmsg (BlockThread), not through the runtime's poller.
+	rx, err := devmem.NewReceiver(conn, binding, &devmem.ReceiverConfig{BlockThread: true})
 	if err != nil {
 		return setupf("receiver: %w", err)
 	}

@@ -540,4 +540,14 @@ func printStall(topo *selftest.Topology) {
 	fmt.Printf("  ss -tnmi (peer):\n%s\n", out)
 	out, _ = exec.Command("ethtool", "-S", topo.IfName).CombinedOutput()
 	fmt.Printf("  ethtool -S %s:\n%s\n", topo.IfName, out)
+	// Where the packets are: dropped by either port, or queued in the
+	// sender's qdisc behind a stopped TX queue.
+	out, _ = exec.Command("ip", "-s", "-s", "link", "show", "dev", topo.IfName).CombinedOutput()
+	fmt.Printf("  ip -s -s link (host):\n%s\n", out)
+	out, _ = selftest.PeerCommand(context.Background(), "ip", "-s", "-s", "link", "show", "dev", topo.PeerIfName).CombinedOutput()
+	fmt.Printf("  ip -s -s link (peer):\n%s\n", out)
+	out, _ = selftest.PeerCommand(context.Background(), "tc", "-s", "qdisc", "show", "dev", topo.PeerIfName).CombinedOutput()
+	fmt.Printf("  tc -s qdisc (peer):\n%s\n", out)
+	out, _ = exec.Command("sh", "-c", "dmesg | tail -n 20").CombinedOutput()
+	fmt.Printf("  dmesg:\n%s\n", out)
 }
