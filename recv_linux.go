@@ -28,6 +28,12 @@ type recvSys struct {
 	// woken: the wait ended for Close or a cancelled context, not for
 	// data; sliceOver: for the end of a pollSlice.
 	woken, sliceOver bool
+	// drained: the last receive was short, so the socket is most likely
+	// empty and the next one starts with the poll, not with a recvmsg
+	// bound to fail with EAGAIN (which locks the socket and runs its
+	// backlog; poll does neither). Wrong, it costs one poll that returns
+	// at once.
+	drained bool
 }
 
 // pollSlice bounds one poll(2) of a BlockThread receiver. Between slices
@@ -118,12 +124,15 @@ func (r *Receiver) recvmsgBlocking(fd uintptr) bool {
 	s := &r.sys
 	s.woken, s.sliceOver = false, false
 	for {
-		if r.tryRecvmsg(fd) {
-			return true
+		if !s.drained {
+			if r.tryRecvmsg(fd) {
+				return true
+			}
+			if r.errno == unix.EINTR {
+				continue
+			}
 		}
-		if r.errno == unix.EINTR {
-			continue
-		}
+		s.drained = false
 		wait := pollSlice
 		if d, armed := r.beforeBlock(); armed {
 			if d <= 0 {
@@ -193,6 +202,9 @@ func (r *Receiver) recv(frags []Frag, buf []byte) (Message, error) {
 	}
 	controlLen := min(int(r.sys.msg.Controllen), r.ctlLen)
 	nf, err := parseControl(nativeCmsgLayout, r.oob[:controlLen], frags)
+	// Neither the iovec nor the control buffer was filled: the kernel
+	// stopped for lack of data.
+	r.sys.drained = r.sys.waker != nil && r.n < r.bufSize && nf < MaxFrags(r.ctlLen)-1
 	return r.finish(frags, buf, r.n, nf, err)
 }
 
