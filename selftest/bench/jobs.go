@@ -49,6 +49,7 @@ type result struct {
 	wall     time.Duration // first connect to the last close
 	cpu      time.Duration // receiver's user+sys: of the receive loop (fastrx, gorx, tcp) or the whole process (the tools)
 	cpuProc  time.Duration // the whole process's (rusage)
+	cpuSys   time.Duration // of cpu, in the kernel (-1: not reported)
 	vmCPU    time.Duration // every CPU of the VM busy (/proc/stat), sender and softirqs included
 	ncpu     int
 	recvmsg  uint64
@@ -87,7 +88,12 @@ func runJob(c *config, topo *selftest.Topology, ns *nicSetup, j job, port int) (
 	var bin string
 	var env []string
 	var extra []*os.File
-	switch j.recv {
+	// A library loop may name its ReleaseBatch: gorxt+b128.
+	recv, batch, _ := strings.Cut(j.recv, "+b")
+	if batch != "" && strings.HasPrefix(recv, "gorx") {
+		args = append(args, "-b", batch)
+	}
+	switch recv {
 	case "tcp":
 		bin = c.fastrx
 		mode := "tcp"
@@ -98,15 +104,15 @@ func runJob(c *config, topo *selftest.Topology, ns *nicSetup, j job, port int) (
 		args = append(args, "-m", mode)
 	case "fastrx", "gorx", "gorx1", "gorxt":
 		bin = c.fastrx
-		if j.recv != "fastrx" {
+		if recv != "fastrx" {
 			bin = c.gorx
 		}
-		if j.recv == "gorx1" {
+		if recv == "gorx1" {
 			// The same loop on one P: what the Go scheduler's
 			// hand-offs between threads cost.
 			env = []string{"GOMAXPROCS=1"}
 		}
-		if j.recv == "gorxt" {
+		if recv == "gorxt" {
 			// Waiting in poll(2) on the flow's thread, as fastrx
 			// waits in recvmsg, instead of the runtime's poller.
 			args = append(args, "-t")
@@ -167,6 +173,10 @@ func runJob(c *config, topo *selftest.Topology, ns *nicSetup, j job, port int) (
 	// The receive loop's CPU time, without process start and setup.
 	res.cpuProc = res.cpu
 	res.cpu = time.Duration(kv["cpu_us"]) * time.Microsecond
+	res.cpuSys = -1
+	if v, ok := kv["cpu_sys_us"]; ok {
+		res.cpuSys = time.Duration(v) * time.Microsecond
+	}
 	res.allocs, res.steadyRc = -1, 0
 	if v, ok := kv["allocs_steady"]; ok && v >= 0 {
 		res.allocs, res.steadyRc = v, kv["recvmsg_steady"]

@@ -412,6 +412,11 @@ static long long cpu_us(const struct rusage *ru)
 	       ru->ru_utime.tv_usec + ru->ru_stime.tv_usec;
 }
 
+static long long sys_us(const struct rusage *ru)
+{
+	return ru->ru_stime.tv_sec * 1000000LL + ru->ru_stime.tv_usec;
+}
+
 static void usage(void)
 {
 	fprintf(stderr,
@@ -545,12 +550,13 @@ int main(int argc, char **argv)
 		fprintf(stderr, "fastrx: %ld tokens not returned\n", outstanding);
 		status = 1;
 	}
-	printf("bytes=%llu recvmsg=%llu frags=%llu linear=%llu readable=%llu dontneed=%llu tokens=%llu max_outstanding=%ld responses=%llu mismatches=%llu sum=%llu cpu_us=%lld\n",
+	printf("bytes=%llu recvmsg=%llu frags=%llu linear=%llu readable=%llu dontneed=%llu tokens=%llu max_outstanding=%ld responses=%llu mismatches=%llu sum=%llu cpu_us=%lld cpu_sys_us=%lld\n",
 	       (unsigned long long)t[0], (unsigned long long)t[1],
 	       (unsigned long long)t[2], (unsigned long long)t[3],
 	       (unsigned long long)t[4], (unsigned long long)t[5],
 	       (unsigned long long)t[6], g_max_outstanding,
 	       (unsigned long long)t[7], (unsigned long long)t[8],
-	       (unsigned long long)t[9], cpu_us(&ru1) - cpu_us(&ru0));
+	       (unsigned long long)t[9], cpu_us(&ru1) - cpu_us(&ru0),
+	       sys_us(&ru1) - sys_us(&ru0));
 	return status;
 }
