@@ -4,6 +4,7 @@ package nictest
 
 import (
 	"io"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -98,4 +99,38 @@ func TestRXHWAllQueues(t *testing.T) {
 	if after := knob(t, "devmem_rx_pkts"); after == before {
 		t.Errorf("devmem_rx_pkts stayed at %s: the flow did not go through the hardware-like path", after)
 	}
+	// The flow is over: no queue has packets waiting for its NAPI (the
+	// rings view's backlog, what a stalled flow's report looks at).
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		busy := queuesWithBacklog(t)
+		if len(busy) == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("packets still wait for the NAPI after the flow ended: %v", busy)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// queuesWithBacklog returns the devmem_rx_rings lines of queues with
+// packets from the peer waiting for their NAPI ("backlog K", K > 0).
+func queuesWithBacklog(t *testing.T) []string {
+	t.Helper()
+	var busy []string
+	for _, l := range strings.Split(knob(t, "devmem_rx_rings"), "\n") {
+		f := strings.Fields(l)
+		i := slices.Index(f, "backlog")
+		if len(f) == 0 {
+			continue
+		}
+		if i < 0 || i+1 >= len(f) {
+			t.Fatalf("devmem_rx_rings line without a backlog: %q", l)
+		}
+		if f[i+1] != "0" {
+			busy = append(busy, l)
+		}
+	}
+	return busy
 }
