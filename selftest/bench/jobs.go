@@ -151,7 +151,7 @@ func runJob(c *config, topo *selftest.Topology, ns *nicSetup, j job, port int) (
 	if err != nil {
 		return p.fail(fmt.Errorf("sender: %w", err))
 	}
-	if err := <-p.exited; err != nil {
+	if err := p.waitExit(); err != nil {
 		return result{}, fmt.Errorf("%s: %v\n%s", j.recv, err, tail(p.stderr.Name(), 15))
 	}
 	p.finish(c, &res, j)
@@ -261,6 +261,19 @@ func (p *proc) fail(err error) (result, error) {
 	return result{}, fmt.Errorf("%w\n%s", err, tail(p.stderr.Name(), 15))
 }
 
+// waitExit waits for the receiver to exit once its flows ended; one that
+// has not after receiverExitTimeout is killed.
+func (p *proc) waitExit() error {
+	select {
+	case err := <-p.exited:
+		return err
+	case <-time.After(receiverExitTimeout):
+		p.cmd.Process.Kill()
+		<-p.exited
+		return fmt.Errorf("killed: still running %v after its flows ended", receiverExitTimeout)
+	}
+}
+
 func (p *proc) cleanup() {
 	p.stderr.Close()
 	os.RemoveAll(p.dir)
@@ -355,10 +368,17 @@ func drive(topo *selftest.Topology, j job, port int) (result, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Minute)
 	defer cancel()
 	conns := make([]*net.TCPConn, j.flows)
+	// Connecting goes through the simulated NIC too: a SYN that never
+	// gets there is a stall like any other.
+	dctx, dcancel := context.WithTimeout(ctx, jobTimeout(j))
+	defer dcancel()
 	for i := range conns {
-		c, err := dialPeer(ctx, topo, port+i, port)
+		c, err := dialPeer(dctx, topo, port+i, port)
 		if err != nil {
-			return result{}, err
+			if dctx.Err() != nil {
+				printStall(topo)
+			}
+			return result{}, fmt.Errorf("connecting flow %d: %w", i, err)
 		}
 		defer c.Close()
 		conns[i] = c
@@ -529,6 +549,10 @@ func requestResponse(conn *net.TCPConn, req, resp int, stop <-chan struct{}) ([]
 		lats = append(lats, time.Since(t))
 	}
 }
+
+// receiverExitTimeout bounds how long a receiver may take to exit once
+// its flows ended (returning tokens and closing sockets take milliseconds).
+const receiverExitTimeout = time.Minute
 
 // jobTimeout bounds a transfer: at 1 MB/s, and never under 2 minutes (TCG
 // on a loaded host is slow, but not that slow).

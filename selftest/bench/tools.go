@@ -56,7 +56,7 @@ func transferTool(c *config, topo *selftest.Topology, j job, port int) (result, 
 	if err != nil {
 		return pr.fail(fmt.Errorf("sender: %w", err))
 	}
-	if err := <-pr.exited; err != nil {
+	if err := pr.waitExit(); err != nil {
 		return result{}, fmt.Errorf("%s ncdevmem: %v\n%s", j.recv, err, tail(pr.stderr.Name(), 15))
 	}
 	stdout := pr.stdout.Bytes()
