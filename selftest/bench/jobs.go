@@ -10,6 +10,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"encoding/base64"
 	"errors"
 	"fmt"
 	"io"
@@ -155,6 +156,7 @@ func runJob(c *config, topo *selftest.Topology, ns *nicSetup, j job, port int) (
 		return result{}, fmt.Errorf("%s: %v\n%s", j.recv, err, tail(p.stderr.Name(), 15))
 	}
 	p.finish(c, &res, j)
+	printGorxProfile(recv, j)
 	kv, err := parseKV(p.stdout.String())
 	if err != nil {
 		return result{}, fmt.Errorf("%s: %w", j.recv, err)
@@ -584,4 +586,20 @@ func printStall(topo *selftest.Topology) {
 	fmt.Printf("  tc -s qdisc (peer):\n%s\n", out)
 	out, _ = exec.Command("sh", "-c", "dmesg | tail -n 20").CombinedOutput()
 	fmt.Printf("  dmesg:\n%s\n", out)
+}
+
+// printGorxProfile prints gorx's CPU profile (GORX_CPUPROFILE, a file in the
+// VM, whose writes do not reach the host) in base64 between marker lines,
+// for `go tool pprof` on the host.
+func printGorxProfile(recv string, j job) {
+	path := os.Getenv("GORX_CPUPROFILE")
+	if path == "" || !strings.HasPrefix(recv, "gorx") {
+		return
+	}
+	b, err := os.ReadFile(path)
+	if err != nil {
+		fmt.Printf("gorx profile: %v\n", err)
+		return
+	}
+	fmt.Printf("--- gorx profile %s (base64)\n%s\n--- end gorx profile\n", j.label(), base64.StdEncoding.EncodeToString(b))
 }
