@@ -148,7 +148,8 @@ type Message struct {
 
 // A Receiver receives devmem TCP data from one socket: recvmsg with
 // MSG_SOCK_DEVMEM through the Go runtime's poller, so a blocked Recv parks
-// only its goroutine and honours read deadlines. It keeps track of the
+// only its goroutine and honours read deadlines (with
+// ReceiverConfig.BlockThread it waits in poll(2) on its thread instead). It keeps track of the
 // tokens it handed out until they are released, refuses to release a frag
 // it does not hold (ErrNotOwned), and releases the rest on Close.
 //
