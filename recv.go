@@ -348,7 +348,7 @@ func (r *Receiver) start(rc syscall.RawConn, deadliner interface{ SetReadDeadlin
 		r.idle = time.AfterFunc(time.Hour, r.idleFlush)
 		r.idle.Stop()
 	}
-	return r.initSys(r.blockThread)
+	return r.initSys()
 }
 
 // bindingSize is the size of b's dma-buf in bytes, 0 where the Binding

@@ -13,6 +13,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/devmem-go/devmem/selftest"
 )
 
 // TestReceiverBlockThreadWaitsInPoll: with BlockThread a Recv on a dry
@@ -175,11 +177,11 @@ func receiverReleaseDelayTrickle(t *testing.T, blockThread bool) {
 func TestReceiverBlockThreadCleanup(t *testing.T) {
 	_, s := tcpPair(t)
 	open := func() int {
-		ents, err := os.ReadDir("/proc/self/fd")
+		n, err := selftest.OpenFDs()
 		if err != nil {
 			t.Fatal(err)
 		}
-		return len(ents)
+		return n
 	}
 	before := open()
 	rs := make([]*Receiver, 20)
@@ -194,9 +196,8 @@ func TestReceiverBlockThreadCleanup(t *testing.T) {
 	}
 	runtime.KeepAlive(rs)
 	rs = nil
-	for i := 0; i < 50 && open() > before; i++ {
-		runtime.GC()
-		time.Sleep(10 * time.Millisecond)
+	for i := 0; i < 10 && open() > before; i++ {
+		collect()
 	}
 	if n := open(); n > before {
 		t.Fatalf("%d fds open after the receivers were collected, %d before", n, before)

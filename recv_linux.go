@@ -43,9 +43,9 @@ type recvSys struct {
 // read in flight) and a deadline are noticed within this long.
 const pollSlice = 10 * time.Millisecond
 
-func (r *Receiver) initSys(blockThread bool) error {
+func (r *Receiver) initSys() error {
 	r.readFn = r.recvmsg
-	if !blockThread {
+	if !r.blockThread {
 		return nil
 	}
 	w, err := newWaker()

@@ -4,7 +4,7 @@ package devmem
 
 type recvSys struct{}
 
-func (r *Receiver) initSys(blockThread bool) error { return nil }
+func (r *Receiver) initSys() error { return nil }
 
 func (s *recvSys) wake() bool   { return false }
 func (s *recvSys) unwake() bool { return false }
