@@ -570,22 +570,20 @@ func printStall(topo *selftest.Topology) {
 		v, err := selftest.NsimKnob(k)
 		fmt.Printf("  %s: %q %v\n", k, v, err)
 	}
-	out, _ := exec.Command("ss", "-tnmi").CombinedOutput()
-	fmt.Printf("  ss -tnmi (host):\n%s\n", out)
-	out, _ = selftest.PeerCommand(context.Background(), "ss", "-tnmi").CombinedOutput()
-	fmt.Printf("  ss -tnmi (peer):\n%s\n", out)
-	out, _ = exec.Command("ethtool", "-S", topo.IfName).CombinedOutput()
-	fmt.Printf("  ethtool -S %s:\n%s\n", topo.IfName, out)
+	show := func(what string, cmd *exec.Cmd) {
+		out, _ := cmd.CombinedOutput()
+		fmt.Printf("  %s:\n%s\n", what, out)
+	}
+	ctx := context.Background()
+	show("ss -tnmi (host)", exec.Command("ss", "-tnmi"))
+	show("ss -tnmi (peer)", selftest.PeerCommand(ctx, "ss", "-tnmi"))
+	show("ethtool -S "+topo.IfName, exec.Command("ethtool", "-S", topo.IfName))
 	// Where the packets are: dropped by either port, or queued in the
 	// sender's qdisc behind a stopped TX queue.
-	out, _ = exec.Command("ip", "-s", "-s", "link", "show", "dev", topo.IfName).CombinedOutput()
-	fmt.Printf("  ip -s -s link (host):\n%s\n", out)
-	out, _ = selftest.PeerCommand(context.Background(), "ip", "-s", "-s", "link", "show", "dev", topo.PeerIfName).CombinedOutput()
-	fmt.Printf("  ip -s -s link (peer):\n%s\n", out)
-	out, _ = selftest.PeerCommand(context.Background(), "tc", "-s", "qdisc", "show", "dev", topo.PeerIfName).CombinedOutput()
-	fmt.Printf("  tc -s qdisc (peer):\n%s\n", out)
-	out, _ = exec.Command("sh", "-c", "dmesg | tail -n 20").CombinedOutput()
-	fmt.Printf("  dmesg:\n%s\n", out)
+	show("ip -s -s link (host)", exec.Command("ip", "-s", "-s", "link", "show", "dev", topo.IfName))
+	show("ip -s -s link (peer)", selftest.PeerCommand(ctx, "ip", "-s", "-s", "link", "show", "dev", topo.PeerIfName))
+	show("tc -s qdisc (peer)", selftest.PeerCommand(ctx, "tc", "-s", "qdisc", "show", "dev", topo.PeerIfName))
+	show("dmesg", exec.Command("sh", "-c", "dmesg | tail -n 20"))
 }
 
 // printGorxProfile prints gorx's CPU profile (GORX_CPUPROFILE, a file in the

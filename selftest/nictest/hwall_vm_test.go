@@ -13,15 +13,25 @@ import (
 	"github.com/devmem-go/devmem"
 )
 
-// ringedQueues returns the queues devmem_rx_rings lists (those with a
-// posted buffer ring).
+// ringLines returns the fields of each queue's devmem_rx_rings line (the
+// queues with a posted buffer ring).
+func ringLines(t *testing.T) [][]string {
+	t.Helper()
+	var ls [][]string
+	for _, l := range strings.Split(knob(t, "devmem_rx_rings"), "\n") {
+		if f := strings.Fields(l); len(f) >= 2 && f[0] == "queue" {
+			ls = append(ls, f)
+		}
+	}
+	return ls
+}
+
+// ringedQueues returns the queues devmem_rx_rings lists.
 func ringedQueues(t *testing.T) []string {
 	t.Helper()
 	var qs []string
-	for _, l := range strings.Split(knob(t, "devmem_rx_rings"), "\n") {
-		if f := strings.Fields(l); len(f) >= 2 && f[0] == "queue" {
-			qs = append(qs, f[1])
-		}
+	for _, f := range ringLines(t) {
+		qs = append(qs, f[1])
 	}
 	return qs
 }
@@ -119,12 +129,9 @@ func TestRXHWAllQueues(t *testing.T) {
 func queuesWithBacklog(t *testing.T) []string {
 	t.Helper()
 	var busy []string
-	for _, l := range strings.Split(knob(t, "devmem_rx_rings"), "\n") {
-		f := strings.Fields(l)
+	for _, f := range ringLines(t) {
+		l := strings.Join(f, " ")
 		i := slices.Index(f, "backlog")
-		if len(f) == 0 {
-			continue
-		}
 		if i < 0 || i+1 >= len(f) {
 			t.Fatalf("devmem_rx_rings line without a backlog: %q", l)
 		}
