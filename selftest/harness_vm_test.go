@@ -8,6 +8,8 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -73,6 +75,126 @@ func TestTopologyTCPToPeer(t *testing.T) {
 			s.Close()
 		})
 	}
+}
+
+// TestTopologyQuiet checks that neither end of the link sends packets of
+// its own: no router or neighbour solicitation, no ARP, so a test counting
+// what an rx queue received (TestQStatsPerQueue) counts only its flows. A
+// router solicitation from the peer once landed on a queue it watched.
+// The MLD reports that follow link-up (two per group, up to a second
+// apart) are the one exception, and are counted.
+func TestTopologyQuiet(t *testing.T) {
+	topo := Require(t)
+	ends := []struct {
+		name   string
+		peer   bool
+		ifname string
+	}{{"host", false, topo.IfName}, {"peer", true, topo.PeerIfName}}
+	type count struct{ rx, mld uint64 }
+	counts := func() []count {
+		c := make([]count, len(ends))
+		for i, e := range ends {
+			c[i].rx = rxPackets(t, e.peer, e.ifname)
+			mld, err := strconv.ParseUint(snmpField(readInNetns(t, e.peer, "/proc/thread-self/net/snmp6"), "Icmp6OutMLDv2Reports"), 10, 64)
+			if err != nil {
+				t.Fatal(err)
+			}
+			c[i].mld = mld
+		}
+		return c
+	}
+	// Connections of earlier tests may still be closing: wait for the
+	// counters to stand still for 300 ms first.
+	var before []count
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(300 * time.Millisecond) {
+		c := counts()
+		if slices.Equal(c, before) {
+			break
+		}
+		before = c
+		if time.Now().After(deadline) {
+			t.Fatalf("rx counters still moving after 10 s: %v", before)
+		}
+	}
+	// An idle link that solicits does so within this: the first router
+	// solicitation goes out as the link comes up, the next after 4 s.
+	time.Sleep(1500 * time.Millisecond)
+	after := counts()
+	for i, e := range ends {
+		snmp := readInNetns(t, e.peer, "/proc/thread-self/net/snmp6")
+		for _, k := range []string{"Icmp6OutRouterSolicits", "Icmp6OutNeighborSolicits"} {
+			if v := snmpField(snmp, k); v != "0" {
+				t.Errorf("%s sent %s %s", e.name, k, v)
+			}
+		}
+		arp := strings.Split(strings.TrimSpace(string(readInNetns(t, e.peer, "/proc/thread-self/net/arp"))), "\n")
+		for _, l := range arp[1:] {
+			// Flags 0x6 is ATF_COM|ATF_PERM; ARP resolved entries are 0x2.
+			if f := strings.Fields(l); len(f) < 6 || f[5] == e.ifname && f[2] != "0x6" {
+				t.Errorf("%s: ARP entry not permanent: %q", e.name, l)
+			}
+		}
+		other := 1 - i
+		rx, mld := after[i].rx-before[i].rx, after[other].mld-before[other].mld
+		if rx != mld {
+			t.Errorf("%s: %s received %d packets on an idle link, %d of them MLD reports", e.name, e.ifname, rx, mld)
+		}
+		if mld != 0 {
+			t.Logf("%s: %d MLD reports from the other end", e.name, mld)
+		}
+	}
+}
+
+// readInNetns reads a file in the init netns or, with peer, from a thread in
+// the peer netns (for /proc/thread-self/net/...).
+func readInNetns(t *testing.T, peer bool, path string) []byte {
+	t.Helper()
+	var b []byte
+	read := func() (err error) {
+		b, err = os.ReadFile(path)
+		return err
+	}
+	var err error
+	if peer {
+		err = InPeer(read)
+	} else {
+		err = read()
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+// snmpField returns the value of key in /proc/net/snmp6's "key value" lines.
+func snmpField(snmp []byte, key string) string {
+	for _, l := range strings.Split(string(snmp), "\n") {
+		if f := strings.Fields(l); len(f) == 2 && f[0] == key {
+			return f[1]
+		}
+	}
+	return "missing"
+}
+
+// rxPackets is ifname's received packets from /proc/net/dev of its netns.
+func rxPackets(t *testing.T, peer bool, ifname string) uint64 {
+	t.Helper()
+	for _, l := range strings.Split(string(readInNetns(t, peer, "/proc/thread-self/net/dev")), "\n") {
+		name, counters, ok := strings.Cut(l, ":")
+		if !ok || strings.TrimSpace(name) != ifname {
+			continue
+		}
+		// bytes packets errs ...
+		if f := strings.Fields(counters); len(f) > 1 {
+			n, err := strconv.ParseUint(f[1], 10, 64)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return n
+		}
+	}
+	t.Fatalf("%s not in /proc/net/dev", ifname)
+	return 0
 }
 
 func TestInPeerRestoresNetns(t *testing.T) {

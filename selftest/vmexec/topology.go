@@ -78,11 +78,8 @@ func setupTopology(logf func(string, ...any)) (*topology, error) {
 	if err != nil {
 		return nil, err
 	}
-	// DAD would hold the IPv6 addresses tentative for a second or more.
-	for _, c := range []string{"default", "all"} {
-		if err := writeFile("/proc/sys/net/ipv6/conf/"+c+"/accept_dad", "0"); err != nil {
-			return nil, err
-		}
+	if err := quietIPv6(); err != nil {
+		return nil, err
 	}
 	// Taken before any thread changes netns: every thread is in the init
 	// netns now. (Later, /proc/self may name a thread parked elsewhere.)
@@ -95,7 +92,8 @@ func setupTopology(logf func(string, ...any)) (*topology, error) {
 		return nil, err
 	}
 	t := &topology{}
-	if t.ifname, t.ifindex, err = onlyNetdev(); err != nil {
+	var hostMAC, peerMAC net.HardwareAddr
+	if t.ifname, t.ifindex, hostMAC, err = onlyNetdev(); err != nil {
 		return nil, err
 	}
 	if err := addNetns(peerNetns); err != nil {
@@ -110,10 +108,8 @@ func setupTopology(logf func(string, ...any)) (*topology, error) {
 	// netdevsim creates the device in the writer's netns, so the peer's
 	// device is made from a thread that joined the peer netns.
 	err = selftest.InNetns(peerNS, func() error {
-		for _, c := range []string{"default", "all"} {
-			if err := writeFile("/proc/sys/net/ipv6/conf/"+c+"/accept_dad", "0"); err != nil {
-				return err
-			}
+		if err := quietIPv6(); err != nil {
+			return err
 		}
 		if err := setLinkUp("lo"); err != nil {
 			return err
@@ -121,7 +117,7 @@ func setupTopology(logf func(string, ...any)) (*topology, error) {
 		if err := newNsimDevice(peerNsimID); err != nil {
 			return err
 		}
-		t.peerIfname, t.peerIfindex, err = onlyNetdev()
+		t.peerIfname, t.peerIfindex, peerMAC, err = onlyNetdev()
 		return err
 	})
 	if err != nil {
@@ -130,10 +126,15 @@ func setupTopology(logf func(string, ...any)) (*topology, error) {
 	// Carrier comes up only if both ends are running when they are linked,
 	// so links go up (and get their addresses) first. One ip process per
 	// netns: each exec pays for loading ip over 9p.
+	// Permanent neighbour entries: no ARP or neighbour solicitation (a NUD
+	// probe after a receive-only flow, say) lands on some rx queue while a
+	// test counts what a queue received.
 	if err := ipBatch(ip, "",
 		"link set "+t.ifname+" up",
 		"addr add "+hostAddr4+"/24 dev "+t.ifname,
 		"addr add "+hostAddr6+"/64 dev "+t.ifname+" nodad",
+		"neigh replace "+peerAddr4+" lladdr "+peerMAC.String()+" dev "+t.ifname+" nud permanent",
+		"neigh replace "+peerAddr6+" lladdr "+peerMAC.String()+" dev "+t.ifname+" nud permanent",
 	); err != nil {
 		return nil, err
 	}
@@ -141,6 +142,8 @@ func setupTopology(logf func(string, ...any)) (*topology, error) {
 		"link set "+t.peerIfname+" up",
 		"addr add "+peerAddr4+"/24 dev "+t.peerIfname,
 		"addr add "+peerAddr6+"/64 dev "+t.peerIfname+" nodad",
+		"neigh replace "+hostAddr4+" lladdr "+hostMAC.String()+" dev "+t.peerIfname+" nud permanent",
+		"neigh replace "+hostAddr6+" lladdr "+hostMAC.String()+" dev "+t.peerIfname+" nud permanent",
 	); err != nil {
 		return nil, err
 	}
@@ -199,10 +202,10 @@ func newNsimDevice(id int) error {
 // onlyNetdev returns the one Ethernet interface of the calling thread's
 // netns: the netdevsim port just created there (the others are loopback and
 // the IPv6 tunnels' fallback devices, sit0 and friends).
-func onlyNetdev() (string, int, error) {
+func onlyNetdev() (string, int, net.HardwareAddr, error) {
 	ifs, err := net.Interfaces()
 	if err != nil {
-		return "", 0, err
+		return "", 0, nil, err
 	}
 	var found []net.Interface
 	for _, i := range ifs {
@@ -211,9 +214,26 @@ func onlyNetdev() (string, int, error) {
 		}
 	}
 	if len(found) != 1 {
-		return "", 0, fmt.Errorf("expected one netdevsim interface, found %v", found)
+		return "", 0, nil, fmt.Errorf("expected one netdevsim interface, found %v", found)
 	}
-	return found[0].Name, found[0].Index, nil
+	return found[0].Name, found[0].Index, found[0].HardwareAddr, nil
+}
+
+// quietIPv6 sets the calling thread's netns up so that an idle link sends
+// nothing of its own: DAD would hold the IPv6 addresses tentative for a
+// second or more, and router solicitations (unlimited since Linux 4.9,
+// backing off from 4 s) would land on the other end's rx queues in the
+// middle of tests that count what each queue received. Devices made after
+// this inherit "default".
+func quietIPv6() error {
+	for _, c := range []string{"default", "all"} {
+		for _, k := range []string{"accept_dad", "router_solicitations"} {
+			if err := writeFile("/proc/sys/net/ipv6/conf/"+c+"/"+k, "0"); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
 }
 
 // checkTCP connects from the peer to the host side and back, over both
