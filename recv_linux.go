@@ -34,6 +34,35 @@ type recvSys struct {
 	// backlog; poll does neither). Wrong, it costs one poll that returns
 	// at once.
 	drained bool
+	// yieldedAt: when this receiver last yielded its P (see yield), on
+	// the monotonic clock since monoEpoch.
+	yieldedAt time.Duration
+}
+
+// yieldEvery is how often a receive loop that does not park gives up its
+// P. The runtime takes a goroutine that has run on one scheduling slice
+// for 10 ms (sysmon's forcePreemptNS, Go 1.14 to 1.26 at least) for a CPU
+// hog: it preempts it, or takes its P away in the middle of a system call
+// and hands it to another thread, and after each P it takes sysmon polls
+// every 20 µs for a millisecond and more. A BlockThread receiver never
+// parks (it waits in ppoll), nor does any receiver whose socket always has
+// data; yielding at half that slice keeps all of that from starting.
+const yieldEvery = 5 * time.Millisecond
+
+// monoEpoch gives the receivers a cheap monotonic clock: time.Since on a
+// time with a monotonic reading is one clock read, time.Now two.
+var monoEpoch = time.Now()
+
+// yield gives up the P once yieldEvery has passed since the last time.
+// runtime.Gosched puts the goroutine on the global run queue and runs the
+// scheduler: with nothing else to run it comes back on the same thread at
+// once, otherwise the others get their turn, as they would after a
+// preemption.
+func (s *recvSys) yield() {
+	if now := time.Since(monoEpoch); now-s.yieldedAt >= yieldEvery {
+		s.yieldedAt = now
+		runtime.Gosched()
+	}
 }
 
 // pollSlice bounds one poll(2) of a BlockThread receiver. Between slices
@@ -141,6 +170,7 @@ func (r *Receiver) recvmsgBlocking(fd uintptr) bool {
 			}
 			wait = min(wait, d)
 		}
+		s.yield()
 		s.pfds[0] = unix.PollFd{Fd: int32(fd), Events: unix.POLLIN}
 		s.pfds[1] = unix.PollFd{Fd: int32(s.waker.fd), Events: unix.POLLIN}
 		s.timeout = unix.NsecToTimespec(int64(wait))
@@ -172,6 +202,7 @@ func (r *Receiver) recv(frags []Frag, buf []byte) (Message, error) {
 		r.sys.iov.Base = &buf[0]
 	}
 	r.sys.iov.SetLen(r.bufSize)
+	r.sys.yield()
 	err := r.rc.Read(r.readFn)
 	for err == nil && r.sys.sliceOver && !r.closed.Load() {
 		err = r.rc.Read(r.readFn)

@@ -89,8 +89,10 @@ func runJob(c *config, topo *selftest.Topology, ns *nicSetup, j job, port int) (
 	var bin string
 	var env []string
 	var extra []*os.File
-	// A library loop may name its ReleaseBatch: gorxt+b128.
-	recv, batch, _ := strings.Cut(j.recv, "+b")
+	// A library loop may name another build (-gorx-b), gorxt@b, and its
+	// ReleaseBatch, gorxt+b128.
+	recv, buildB := strings.CutSuffix(j.recv, "@b")
+	recv, batch, _ := strings.Cut(recv, "+b")
 	if batch != "" && strings.HasPrefix(recv, "gorx") {
 		args = append(args, "-b", batch)
 	}
@@ -107,6 +109,12 @@ func runJob(c *config, topo *selftest.Topology, ns *nicSetup, j job, port int) (
 		bin = c.fastrx
 		if recv != "fastrx" {
 			bin = c.gorx
+			if buildB {
+				if c.gorxB == "" {
+					return result{}, fmt.Errorf("%s: no -gorx-b build", j.recv)
+				}
+				bin = c.gorxB
+			}
 		}
 		if recv == "gorx1" {
 			// The same loop on one P: what the Go scheduler's

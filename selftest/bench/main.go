@@ -44,19 +44,19 @@ func main() {
 }
 
 type config struct {
-	ours, theirs, shim, fastrx, gorx string
-	size, scaleSize, mixedSize       int64
-	runs                             int
-	modes, receivers                 []string
-	scale                            [][2]int // flows, queues
-	scaleReceivers, mixedReceivers   []string
-	geom2Receivers                   []string
-	rrTime                           time.Duration
-	req, resp                        int
-	port                             int
-	keepLogs                         bool
-	perf, perfSystem                 string
-	geoms                            []geometry
+	ours, theirs, shim, fastrx, gorx, gorxB string
+	size, scaleSize, mixedSize              int64
+	runs                                    int
+	modes, receivers                        []string
+	scale                                   [][2]int // flows, queues
+	scaleReceivers, mixedReceivers          []string
+	geom2Receivers                          []string
+	rrTime                                  time.Duration
+	req, resp                               int
+	port                                    int
+	keepLogs                                bool
+	perf, perfSystem                        string
+	geoms                                   []geometry
 }
 
 // A geometry is a setting of the simulated NIC's frag-geometry knobs
@@ -95,6 +95,7 @@ func run() error {
 	flag.StringVar(&c.shim, "shim", "", "countsys.so, the LD_PRELOAD counter for the C tool")
 	flag.StringVar(&c.fastrx, "fastrx", "bin/fastrx", "the optimized C receiver (selftest/bench/fastrx)")
 	flag.StringVar(&c.gorx, "gorx", "bin/gorx", "the minimal library receive loop (selftest/bench/gorx)")
+	flag.StringVar(&c.gorxB, "gorx-b", "", "another build of gorx, to compare two versions of the library in one boot: receivers gorx@b, gorxt@b")
 	flag.Int64Var(&c.size, "size", 128<<20, "bytes per transfer")
 	flag.IntVar(&c.runs, "runs", 3, "runs per receiver and mode")
 	flag.StringVar(&modes, "modes", "on,off", "validation modes: on (every byte checked: -v 7), off (payload not looked at; the tools write it to /dev/null)")

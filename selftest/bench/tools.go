@@ -155,6 +155,25 @@ func printProfile(perf, data, label string) {
 		}
 		fmt.Printf("--- by process: %s: %s\n", label, strings.Join(byComm, ", "))
 		sortBy = "comm,dso,sym"
+		// The receivers' own samples, by symbol, with counts: at -F 499
+		// a sample is about 2 ms of CPU, so receivers compare in
+		// seconds, not in shares of different totals.
+		out, _ = exec.Command(perf, "report", "-i", data, "--stdio", "--no-children", "-g", "none", "-n",
+			"--comms", "fastrx,gorx", "--sort", "pid,dso,sym", "--percent-limit", "0.2").CombinedOutput()
+		byTid, _ := exec.Command(perf, "report", "-i", data, "--stdio", "--no-children", "-g", "none", "-n",
+			"--comms", "fastrx,gorx", "--sort", "pid", "--percent-limit", "0.3").CombinedOutput()
+		fmt.Printf("--- receiver threads: %s\n%s", label, byTid)
+		fmt.Printf("--- receiver: %s (samples of fastrx or gorx)\n", label)
+		n := 0
+		for _, l := range strings.Split(string(out), "\n") {
+			if strings.HasPrefix(l, "#") || strings.TrimSpace(l) == "" {
+				continue
+			}
+			fmt.Println(l)
+			if n++; n == 60 {
+				break
+			}
+		}
 	}
 	out, err := exec.Command(perf, "report", "-i", data, "--stdio", "--no-children", "-g", "none",
 		"--sort", sortBy, "--percent-limit", "1").CombinedOutput()
