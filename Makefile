@@ -154,7 +154,7 @@ vmtest-run: $(VMEXEC)
 # The teardown and reliability subset on the debug kernel: a KASAN, lockdep
 # or refcount-tracker report is a kernel WARN/BUG, which fails the run.
 kernel_debug_dir = $${DEVMEM_KERNEL_DEBUG:-$$(DEVMEM_KERNEL_FLAVOUR=debug $(KERNEL_BUILD) | tail -n1)}
-DEBUG_NIC_TESTS  ?= TestTeardown|TestRestartOnReconfig|TestRingPrefill|TestRXHWAllQueues
+DEBUG_NIC_TESTS  ?= TestTeardown|TestRestartOnReconfig|TestRingPrefill|TestRXHWAllQueues|TestRXHWGRO
 DEBUG_ROOT_TESTS ?= TestVMBindingSurvivesGC|TestVMDMABufCloseRaces|TestVMRXNoFDLeak|TestVMBindRXErrors
 vmtest-debug: $(VMEXEC)
 	@kernel="$(kernel_debug_dir)" && [ -n "$$kernel" ] && \

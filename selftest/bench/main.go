@@ -28,6 +28,7 @@ import (
 	"flag"
 	"fmt"
 	"os"
+	"os/exec"
 	"slices"
 	"strconv"
 	"strings"
@@ -100,7 +101,7 @@ func run() error {
 	flag.IntVar(&c.runs, "runs", 3, "runs per receiver and mode")
 	flag.StringVar(&modes, "modes", "on,off", "validation modes: on (every byte checked: -v 7), off (payload not looked at; the tools write it to /dev/null)")
 	flag.StringVar(&receivers, "receivers", "tcp,fastrx,C,ours,gorx,gorx1,gorxt", "receivers of the single-flow table")
-	flag.StringVar(&geom2Recv, "geom2-receivers", "fastrx,C,ours,gorx", "receivers of the single-flow table on the other geometries (plain TCP does not depend on the devmem frag geometry)")
+	flag.StringVar(&geom2Recv, "geom2-receivers", "tcp,fastrx,C,ours,gorx,gorxt", "receivers of the single-flow table on the other geometries (plain TCP depends on HW-GRO, not on the packing)")
 	flag.StringVar(&scale, "scale", "1x1,2x1,4x1,8x1,1x2,2x2,4x2,8x2,1x4,2x4,4x4,8x4", "scaling matrix: FLOWSxQUEUES, validation on; empty: none")
 	flag.StringVar(&scaleRecv, "scale-receivers", "fastrx,gorx", "receivers of the scaling matrix")
 	flag.Int64Var(&c.scaleSize, "scale-size", 0, "bytes per scaling transfer, over all flows (0: min(size/4, 128 MiB))")
@@ -113,7 +114,7 @@ func run() error {
 	flag.BoolVar(&c.keepLogs, "v", false, "print each receiver's stderr tail")
 	flag.StringVar(&c.perf, "perf", "", "run each receiver under this perf binary (perf record -e cpu-clock) and print the top of its profile; the timings then include perf")
 	flag.StringVar(&c.perfSystem, "perf-system", "", "record every CPU of the VM with this perf binary during each transfer and print the top of the profile")
-	flag.Var(&geoms, "geom", "LABEL:KNOB=V,KNOB=V: a frag geometry of the simulated NIC (netdevsim debugfs knobs); repeatable, the first is primary (scaling and mixed run on it); none: hw-like and packet-per-niov where the kernel has devmem_rx_buf_per_pkt, else the NIC as booted")
+	flag.Var(&geoms, "geom", "LABEL:KNOB=V,KNOB=V: a frag geometry of the simulated NIC (netdevsim debugfs knobs, or ethtool:FEATURE=on|off for ethtool -K); repeatable, the first is primary (scaling and mixed run on it); none: hw-like and packet-per-niov where the kernel has devmem_rx_buf_per_pkt, else the NIC as booted")
 	flag.Parse()
 	c.modes = splitList(modes)
 	c.receivers = splitList(receivers)
@@ -171,7 +172,7 @@ func run() error {
 	b := &bench{c: &c, topo: topo, ns: ns, port: c.port}
 	var acc []accept
 	for gi, g := range c.geoms {
-		restore, err := setKnobs(g)
+		restore, err := setKnobs(g, topo.IfName)
 		if err != nil {
 			return err
 		}
@@ -244,35 +245,84 @@ func defaultGeometries() []geometry {
 	if _, err := selftest.NsimKnob(frameKnob); err != nil {
 		return []geometry{{label: "default"}}
 	}
-	return []geometry{
+	gs := []geometry{
 		{label: "hw-like", knobs: [][2]string{{frameKnob, "0"}}},
 		{label: "packet-per-niov", knobs: [][2]string{{frameKnob, "1"}}},
 	}
+	// HW-GRO (bnxt's TPA): a flow's segments aggregated, buffer-sized
+	// frags. On a kernel whose netdevsim can.
+	if topo, err := selftest.Env(); err == nil {
+		if _, err := ethtoolFeature(topo.IfName, "rx-gro-hw"); err == nil {
+			gs = append(gs, geometry{label: "hw-gro", knobs: [][2]string{{frameKnob, "0"}, {featurePrefix + "rx-gro-hw", "on"}}})
+		}
+	}
+	return gs
 }
 
-// setKnobs applies a geometry and returns what restores the old values.
-func setKnobs(g geometry) (func() error, error) {
+// featurePrefix marks a geometry knob that is an ethtool feature of the
+// receiving NIC (ethtool -K), not a netdevsim debugfs knob:
+// ethtool:rx-gro-hw=on.
+const featurePrefix = "ethtool:"
+
+// setKnobs applies a geometry to ifname and returns what restores the old
+// values.
+func setKnobs(g geometry, ifname string) (func() error, error) {
+	get := func(k string) (string, error) {
+		if f, ok := strings.CutPrefix(k, featurePrefix); ok {
+			return ethtoolFeature(ifname, f)
+		}
+		return selftest.NsimKnob(k)
+	}
+	set := func(k, v string) error {
+		if f, ok := strings.CutPrefix(k, featurePrefix); ok {
+			if out, err := exec.Command("ethtool", "-K", ifname, f, v).CombinedOutput(); err != nil {
+				return fmt.Errorf("ethtool -K %s %s %s: %v: %s", ifname, f, v, err, out)
+			}
+			return nil
+		}
+		return selftest.SetNsimKnob(k, v)
+	}
 	var old [][2]string
 	restore := func() error {
 		var errs []error
 		for _, kv := range slices.Backward(old) {
-			errs = append(errs, selftest.SetNsimKnob(kv[0], kv[1]))
+			errs = append(errs, set(kv[0], kv[1]))
 		}
 		return errors.Join(errs...)
 	}
 	for _, kv := range g.knobs {
-		v, err := selftest.NsimKnob(kv[0])
+		v, err := get(kv[0])
 		if err != nil {
 			restore()
 			return nil, fmt.Errorf("geometry %s: knob %s: %w (is this the kernel with it?)", g.label, kv[0], err)
 		}
 		old = append(old, [2]string{kv[0], v})
-		if err := selftest.SetNsimKnob(kv[0], kv[1]); err != nil {
+		if err := set(kv[0], kv[1]); err != nil {
 			restore()
 			return nil, fmt.Errorf("geometry %s: %s=%s: %w", g.label, kv[0], kv[1], err)
 		}
 	}
 	return restore, nil
+}
+
+// ethtoolFeature is feature's state in ethtool -k ifname ("on" or "off");
+// an error if the NIC has no such feature or cannot change it.
+func ethtoolFeature(ifname, feature string) (string, error) {
+	out, err := exec.Command("ethtool", "-k", ifname).CombinedOutput()
+	if err != nil {
+		return "", fmt.Errorf("ethtool -k %s: %v: %s", ifname, err, out)
+	}
+	for _, l := range strings.Split(string(out), "\n") {
+		k, v, ok := strings.Cut(strings.TrimSpace(l), ": ")
+		if !ok || k != feature {
+			continue
+		}
+		if strings.Contains(v, "[fixed]") {
+			return "", fmt.Errorf("%s: %s is fixed", ifname, feature)
+		}
+		return strings.Fields(v)[0], nil
+	}
+	return "", fmt.Errorf("%s has no feature %s", ifname, feature)
 }
 
 type bench struct {
