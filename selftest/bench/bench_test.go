@@ -41,6 +41,19 @@ func TestGeomFlags(t *testing.T) {
 	if err := g.Set("x:novalue"); err == nil {
 		t.Error("accepted a knob without a value")
 	}
+	for _, c := range []struct {
+		knobs string
+		want  uint32
+		ok    bool
+	}{{"a=0", 0, true}, {"a=0,bind:rx-page-size=32768", 32768, true}, {"bind:rx-page-size=big", 0, false}} {
+		var g geomFlags
+		if err := g.Set("g:" + c.knobs); err != nil {
+			t.Fatal(err)
+		}
+		if n, err := g[0].pageSize(); n != c.want || (err == nil) != c.ok {
+			t.Errorf("%s: rx-page-size %d, %v; want %d (ok %v)", c.knobs, n, err, c.want, c.ok)
+		}
+	}
 }
 
 func TestMedian(t *testing.T) {

@@ -126,7 +126,11 @@ func runJob(c *config, topo *selftest.Topology, ns *nicSetup, j job, port int) (
 			// waits in recvmsg, instead of the runtime's poller.
 			args = append(args, "-t")
 		}
-		fd, err := unix.Dup(ns.buf.FD())
+		buf, err := ns.dmabuf()
+		if err != nil {
+			return result{}, err
+		}
+		fd, err := unix.Dup(buf.FD())
 		if err != nil {
 			return result{}, err
 		}
@@ -142,6 +146,9 @@ func runJob(c *config, topo *selftest.Topology, ns *nicSetup, j job, port int) (
 				qs[i] = strconv.Itoa(q)
 			}
 			args = append(args, "-I", strconv.Itoa(ns.nic.Index()), "-Q", strings.Join(qs, ","))
+			if ns.pageSize != 0 {
+				args = append(args, "-S", strconv.FormatUint(uint64(ns.pageSize), 10))
+			}
 		}
 		if j.validate {
 			args = append(args, "-v", "7")

@@ -67,6 +67,25 @@ type geometry struct {
 	knobs [][2]string
 }
 
+// pageSizeKnob is the geometry knob for bind-rx's rx-page-size (the size
+// of the buffers the bound queues post), a property of the binding, not of
+// the NIC: bind:rx-page-size=32768.
+const pageSizeKnob = "bind:rx-page-size"
+
+// pageSize is the geometry's rx-page-size, 0 for the driver's default.
+func (g geometry) pageSize() (uint32, error) {
+	for _, kv := range g.knobs {
+		if kv[0] == pageSizeKnob {
+			n, err := strconv.ParseUint(kv[1], 10, 32)
+			if err != nil {
+				return 0, fmt.Errorf("geometry %s: %s=%s: %w", g.label, kv[0], kv[1], err)
+			}
+			return uint32(n), nil
+		}
+	}
+	return 0, nil
+}
+
 type geomFlags []geometry
 
 func (g *geomFlags) String() string { return fmt.Sprint(*g) }
@@ -114,7 +133,7 @@ func run() error {
 	flag.BoolVar(&c.keepLogs, "v", false, "print each receiver's stderr tail")
 	flag.StringVar(&c.perf, "perf", "", "run each receiver under this perf binary (perf record -e cpu-clock) and print the top of its profile; the timings then include perf")
 	flag.StringVar(&c.perfSystem, "perf-system", "", "record every CPU of the VM with this perf binary during each transfer and print the top of the profile")
-	flag.Var(&geoms, "geom", "LABEL:KNOB=V,KNOB=V: a frag geometry of the simulated NIC (netdevsim debugfs knobs, or ethtool:FEATURE=on|off for ethtool -K); repeatable, the first is primary (scaling and mixed run on it); none: hw-like and packet-per-niov where the kernel has devmem_rx_buf_per_pkt, else the NIC as booted")
+	flag.Var(&geoms, "geom", "LABEL:KNOB=V,KNOB=V: a frag geometry of the simulated NIC (netdevsim debugfs knobs, ethtool:FEATURE=on|off for ethtool -K, bind:rx-page-size=N for the binding's buffers); repeatable, the first is primary (scaling and mixed run on it); none: hw-like and packet-per-niov where the kernel has devmem_rx_buf_per_pkt, else the NIC as booted")
 	flag.Parse()
 	c.modes = splitList(modes)
 	c.receivers = splitList(receivers)
@@ -174,6 +193,10 @@ func run() error {
 	for gi, g := range c.geoms {
 		restore, err := setKnobs(g, topo.IfName)
 		if err != nil {
+			return err
+		}
+		if ns.pageSize, err = g.pageSize(); err != nil {
+			restore()
 			return err
 		}
 		fmt.Printf("\n## geometry %s %s\n\n", g.label, describeKnobs(g))
@@ -253,7 +276,11 @@ func defaultGeometries() []geometry {
 	// frags. On a kernel whose netdevsim can.
 	if topo, err := selftest.Env(); err == nil {
 		if _, err := ethtoolFeature(topo.IfName, "rx-gro-hw"); err == nil {
-			gs = append(gs, geometry{label: "hw-gro", knobs: [][2]string{{frameKnob, "0"}, {featurePrefix + "rx-gro-hw", "on"}}})
+			hwgro := [][2]string{{frameKnob, "0"}, {featurePrefix + "rx-gro-hw", "on"}}
+			// And with the 32 KiB buffers bnxt can post for a
+			// binding (rx-page-size): frags of up to 32 KiB.
+			gs = append(gs, geometry{label: "hw-gro", knobs: hwgro},
+				geometry{label: "hw-gro-32k", knobs: append(slices.Clone(hwgro), [2]string{pageSizeKnob, "32768"})})
 		}
 	}
 	return gs
@@ -291,6 +318,9 @@ func setKnobs(g geometry, ifname string) (func() error, error) {
 		return errors.Join(errs...)
 	}
 	for _, kv := range g.knobs {
+		if kv[0] == pageSizeKnob {
+			continue // the binding's, see nicSetup
+		}
 		v, err := get(kv[0])
 		if err != nil {
 			restore()

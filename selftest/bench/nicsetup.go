@@ -11,8 +11,10 @@ package main
 import (
 	"errors"
 	"fmt"
+	"os"
 	"os/exec"
 	"strconv"
+	"strings"
 
 	"github.com/devmem-go/devmem"
 	"github.com/devmem-go/devmem/nic"
@@ -27,6 +29,62 @@ type nicSetup struct {
 	nic  *nic.NIC
 	buf  *devmem.DMABuf
 	rxQs int
+	// pageSize: the geometry's rx-page-size for bind-rx, 0 for the
+	// driver's default. Buffers bigger than a page need a dma-buf whose
+	// chunks are that aligned: huge, the same size as buf in 2 MiB
+	// hugepages, made when first needed.
+	pageSize uint32
+	huge     *devmem.DMABuf
+}
+
+// dmabuf is the dma-buf the jobs of the current geometry bind.
+func (s *nicSetup) dmabuf() (*devmem.DMABuf, error) {
+	if s.pageSize <= 4096 {
+		return s.buf, nil
+	}
+	if s.huge == nil {
+		const hugepage = 2 << 20
+		size := int64((udmabufSize + hugepage - 1) / hugepage * hugepage)
+		if err := reserveHugepages(int(size / hugepage)); err != nil {
+			return nil, err
+		}
+		b, err := devmem.NewUDMABuf(size, &devmem.UDMABufConfig{Name: "bench-huge", HugePageSize: hugepage})
+		if err != nil {
+			return nil, fmt.Errorf("udmabuf in hugepages for rx-page-size %d: %w", s.pageSize, err)
+		}
+		s.huge = b
+	}
+	return s.huge, nil
+}
+
+// reserveHugepages makes n more 2 MiB hugepages free than there are.
+func reserveHugepages(n int) error {
+	const dir = "/sys/kernel/mm/hugepages/hugepages-2048kB/"
+	read := func(f string) (int, error) {
+		b, err := os.ReadFile(dir + f)
+		if err != nil {
+			return 0, err
+		}
+		return strconv.Atoi(strings.TrimSpace(string(b)))
+	}
+	total, err := read("nr_hugepages")
+	if err != nil {
+		return fmt.Errorf("hugepages: %w", err)
+	}
+	free, err := read("free_hugepages")
+	if err != nil {
+		return fmt.Errorf("hugepages: %w", err)
+	}
+	if free >= n {
+		return nil
+	}
+	if err := os.WriteFile(dir+"nr_hugepages", []byte(strconv.Itoa(total+n-free)), 0); err != nil {
+		return fmt.Errorf("hugepages: %w", err)
+	}
+	if free, err = read("free_hugepages"); err != nil || free < n {
+		return fmt.Errorf("hugepages: %d free after asking for %d (%v)", free, n, err)
+	}
+	return nil
 }
 
 func openNICSetup(topo *selftest.Topology) (*nicSetup, error) {
@@ -48,7 +106,11 @@ func openNICSetup(topo *selftest.Topology) (*nicSetup, error) {
 }
 
 func (s *nicSetup) Close() error {
-	return errors.Join(s.buf.Close(), s.nic.Close())
+	var huge error
+	if s.huge != nil {
+		huge = s.huge.Close()
+	}
+	return errors.Join(s.buf.Close(), huge, s.nic.Close())
 }
 
 // steered is one job's configuration and binding; undo removes them.
@@ -100,7 +162,15 @@ func (s *nicSetup) steer(nq, flows, port int, bind bool) (st *steered, err error
 		}
 	}
 	if bind {
-		b, err := devmem.BindRX(s.nic.Index(), s.buf, st.queues, nil)
+		var opts *devmem.BindRXOptions
+		if s.pageSize != 0 {
+			opts = &devmem.BindRXOptions{RXPageSize: s.pageSize}
+		}
+		buf, err := s.dmabuf()
+		if err != nil {
+			return st, err
+		}
+		b, err := devmem.BindRX(s.nic.Index(), buf, st.queues, opts)
 		if err != nil {
 			return st, fmt.Errorf("bind-rx to queues %v: %w", st.queues, err)
 		}

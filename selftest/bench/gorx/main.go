@@ -47,6 +47,7 @@ func main() {
 	fd := flag.Int("d", -1, "inherited dma-buf fd")
 	flag.IntVar(&c.ifindex, "I", 0, "bind the dma-buf to this interface's -Q queues (the Receiver needs its *Binding)")
 	queues := flag.String("Q", "", "queues to bind, comma-separated")
+	flag.UintVar(&c.pageSize, "S", 0, "bind-rx rx-page-size (0: the driver's default)")
 	flag.IntVar(&c.validate, "v", 0, "validate ncdevmem's -v pattern with this modulus (7), 0: off")
 	flag.IntVar(&c.batch, "b", 0, "ReceiverConfig.ReleaseBatch (0: the library's default)")
 	flag.BoolVar(&c.blockThread, "t", false, "ReceiverConfig.BlockThread: wait for data in poll(2) on the flow's thread")
@@ -75,6 +76,7 @@ type config struct {
 	warmup                       int
 	ifindex                      int
 	queues                       []int
+	pageSize                     uint
 }
 
 func run(c *config, addr string, port, fd int) error {

@@ -138,7 +138,11 @@ func bind(c *config, buf *devmem.DMABuf) (*devmem.Binding, error) {
 	if c.ifindex <= 0 || len(c.queues) == 0 {
 		return nil, fmt.Errorf("-I IFINDEX and -Q QUEUES are required")
 	}
-	return devmem.BindRX(c.ifindex, buf, c.queues, nil)
+	var opts *devmem.BindRXOptions
+	if c.pageSize != 0 {
+		opts = &devmem.BindRXOptions{RXPageSize: uint32(c.pageSize)}
+	}
+	return devmem.BindRX(c.ifindex, buf, c.queues, opts)
 }
 
 // pattern is ncdevmem's -v stream for a modulus, repeated so that any
