@@ -138,6 +138,21 @@ func readTextSummary(b []byte, res *result) error {
 	return nil
 }
 
+// printReportLines prints the first limit lines of a perf report, without its
+// comments and blank lines.
+func printReportLines(out []byte, limit int) {
+	n := 0
+	for _, l := range strings.Split(string(out), "\n") {
+		if strings.HasPrefix(l, "#") || strings.TrimSpace(l) == "" {
+			continue
+		}
+		fmt.Println(l)
+		if n++; n == limit {
+			return
+		}
+	}
+}
+
 // printProfile prints the top of a receiver's profile: by symbol, self time,
 // kernel and user together.
 func printProfile(perf, data, label string) {
@@ -164,30 +179,12 @@ func printProfile(perf, data, label string) {
 			"--comms", "fastrx,gorx", "--sort", "pid", "--percent-limit", "0.3").CombinedOutput()
 		fmt.Printf("--- receiver threads: %s\n%s", label, byTid)
 		fmt.Printf("--- receiver: %s (samples of fastrx or gorx)\n", label)
-		n := 0
-		for _, l := range strings.Split(string(out), "\n") {
-			if strings.HasPrefix(l, "#") || strings.TrimSpace(l) == "" {
-				continue
-			}
-			fmt.Println(l)
-			if n++; n == 60 {
-				break
-			}
-		}
+		printReportLines(out, 60)
 	}
 	out, err := exec.Command(perf, "report", "-i", data, "--stdio", "--no-children", "-g", "none",
 		"--sort", sortBy, "--percent-limit", "1").CombinedOutput()
 	fmt.Printf("--- profile: %s (perf cpu-clock, self time)\n", label)
-	n := 0
-	for _, l := range strings.Split(string(out), "\n") {
-		if strings.HasPrefix(l, "#") || strings.TrimSpace(l) == "" {
-			continue
-		}
-		fmt.Println(l)
-		if n++; n == 25 {
-			break
-		}
-	}
+	printReportLines(out, 25)
 	if err != nil {
 		fmt.Printf("perf report: %v\n", err)
 	}
