@@ -28,7 +28,6 @@ import (
 	"flag"
 	"fmt"
 	"os"
-	"os/exec"
 	"slices"
 	"strconv"
 	"strings"
@@ -275,7 +274,7 @@ func defaultGeometries() []geometry {
 	// HW-GRO (bnxt's TPA): a flow's segments aggregated, buffer-sized
 	// frags. On a kernel whose netdevsim can.
 	if topo, err := selftest.Env(); err == nil {
-		if _, err := ethtoolFeature(topo.IfName, "rx-gro-hw"); err == nil {
+		if _, err := selftest.EthtoolFeature(topo.IfName, "rx-gro-hw"); err == nil {
 			hwgro := [][2]string{{frameKnob, "0"}, {featurePrefix + "rx-gro-hw", "on"}}
 			// And with the 32 KiB buffers bnxt can post for a
 			// binding (rx-page-size): frags of up to 32 KiB.
@@ -296,16 +295,13 @@ const featurePrefix = "ethtool:"
 func setKnobs(g geometry, ifname string) (func() error, error) {
 	get := func(k string) (string, error) {
 		if f, ok := strings.CutPrefix(k, featurePrefix); ok {
-			return ethtoolFeature(ifname, f)
+			return selftest.EthtoolFeature(ifname, f)
 		}
 		return selftest.NsimKnob(k)
 	}
 	set := func(k, v string) error {
 		if f, ok := strings.CutPrefix(k, featurePrefix); ok {
-			if out, err := exec.Command("ethtool", "-K", ifname, f, v).CombinedOutput(); err != nil {
-				return fmt.Errorf("ethtool -K %s %s %s: %v: %s", ifname, f, v, err, out)
-			}
-			return nil
+			return selftest.SetEthtoolFeature(ifname, f, v)
 		}
 		return selftest.SetNsimKnob(k, v)
 	}
@@ -333,26 +329,6 @@ func setKnobs(g geometry, ifname string) (func() error, error) {
 		}
 	}
 	return restore, nil
-}
-
-// ethtoolFeature is feature's state in ethtool -k ifname ("on" or "off");
-// an error if the NIC has no such feature or cannot change it.
-func ethtoolFeature(ifname, feature string) (string, error) {
-	out, err := exec.Command("ethtool", "-k", ifname).CombinedOutput()
-	if err != nil {
-		return "", fmt.Errorf("ethtool -k %s: %v: %s", ifname, err, out)
-	}
-	for _, l := range strings.Split(string(out), "\n") {
-		k, v, ok := strings.Cut(strings.TrimSpace(l), ": ")
-		if !ok || k != feature {
-			continue
-		}
-		if strings.Contains(v, "[fixed]") {
-			return "", fmt.Errorf("%s: %s is fixed", ifname, feature)
-		}
-		return strings.Fields(v)[0], nil
-	}
-	return "", fmt.Errorf("%s has no feature %s", ifname, feature)
 }
 
 type bench struct {

@@ -14,7 +14,6 @@ import (
 	"os"
 	"os/exec"
 	"strconv"
-	"strings"
 
 	"github.com/devmem-go/devmem"
 	"github.com/devmem-go/devmem/nic"
@@ -39,13 +38,13 @@ type nicSetup struct {
 
 // dmabuf is the dma-buf the jobs of the current geometry bind.
 func (s *nicSetup) dmabuf() (*devmem.DMABuf, error) {
-	if s.pageSize <= 4096 {
+	if s.pageSize <= uint32(os.Getpagesize()) {
 		return s.buf, nil
 	}
 	if s.huge == nil {
 		const hugepage = 2 << 20
 		size := int64((udmabufSize + hugepage - 1) / hugepage * hugepage)
-		if err := reserveHugepages(int(size / hugepage)); err != nil {
+		if err := selftest.ReserveHugepages(int(size / hugepage)); err != nil {
 			return nil, err
 		}
 		b, err := devmem.NewUDMABuf(size, &devmem.UDMABufConfig{Name: "bench-huge", HugePageSize: hugepage})
@@ -55,36 +54,6 @@ func (s *nicSetup) dmabuf() (*devmem.DMABuf, error) {
 		s.huge = b
 	}
 	return s.huge, nil
-}
-
-// reserveHugepages makes n more 2 MiB hugepages free than there are.
-func reserveHugepages(n int) error {
-	const dir = "/sys/kernel/mm/hugepages/hugepages-2048kB/"
-	read := func(f string) (int, error) {
-		b, err := os.ReadFile(dir + f)
-		if err != nil {
-			return 0, err
-		}
-		return strconv.Atoi(strings.TrimSpace(string(b)))
-	}
-	total, err := read("nr_hugepages")
-	if err != nil {
-		return fmt.Errorf("hugepages: %w", err)
-	}
-	free, err := read("free_hugepages")
-	if err != nil {
-		return fmt.Errorf("hugepages: %w", err)
-	}
-	if free >= n {
-		return nil
-	}
-	if err := os.WriteFile(dir+"nr_hugepages", []byte(strconv.Itoa(total+n-free)), 0); err != nil {
-		return fmt.Errorf("hugepages: %w", err)
-	}
-	if free, err = read("free_hugepages"); err != nil || free < n {
-		return fmt.Errorf("hugepages: %d free after asking for %d (%v)", free, n, err)
-	}
-	return nil
 }
 
 func openNICSetup(topo *selftest.Topology) (*nicSetup, error) {

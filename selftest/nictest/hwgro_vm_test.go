@@ -6,7 +6,6 @@ import (
 	"io"
 	"net/netip"
 	"os"
-	"strings"
 	"testing"
 	"time"
 
@@ -18,20 +17,21 @@ import (
 // cleanup.
 func setFeature(t *testing.T, ifname, feature string, on bool) {
 	t.Helper()
-	state := func() string {
-		for _, l := range strings.Split(ethtool(t, "-k", ifname), "\n") {
-			if k, v, ok := strings.Cut(strings.TrimSpace(l), ": "); ok && k == feature {
-				return strings.Fields(v)[0]
-			}
-		}
-		t.Fatalf("ethtool -k %s: no %s", ifname, feature)
-		return ""
+	old, err := selftest.EthtoolFeature(ifname, feature)
+	if err != nil {
+		t.Fatal(err)
 	}
-	old, want := state(), map[bool]string{true: "on", false: "off"}[on]
-	t.Cleanup(func() { ethtool(t, "-K", ifname, feature, old) })
-	ethtool(t, "-K", ifname, feature, want)
-	if got := state(); got != want {
-		t.Fatalf("%s: %s after ethtool -K %s %s", ifname, got, feature, want)
+	want := map[bool]string{true: "on", false: "off"}[on]
+	t.Cleanup(func() {
+		if err := selftest.SetEthtoolFeature(ifname, feature, old); err != nil {
+			t.Error(err)
+		}
+	})
+	if err := selftest.SetEthtoolFeature(ifname, feature, want); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := selftest.EthtoolFeature(ifname, feature); got != want {
+		t.Fatalf("%s: %s after ethtool -K %s %s (%v)", ifname, got, feature, want, err)
 	}
 }
 

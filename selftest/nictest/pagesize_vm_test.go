@@ -4,37 +4,22 @@ package nictest
 
 import (
 	"errors"
-	"os"
 	"strconv"
 	"strings"
 	"testing"
 
 	"github.com/devmem-go/devmem"
+	"github.com/devmem-go/devmem/selftest"
 	"golang.org/x/sys/unix"
 )
 
-// reserveHugepages makes sure n free 2 MiB hugepages exist.
+// reserveHugepages makes sure n free 2 MiB hugepages exist, or skips.
 func reserveHugepages(t *testing.T, n int) {
 	t.Helper()
-	const dir = "/sys/kernel/mm/hugepages/hugepages-2048kB/"
-	read := func(f string) int {
-		b, err := os.ReadFile(dir + f)
-		if err != nil {
-			t.Skipf("no 2 MiB hugepages: %v", err)
-		}
-		v, _ := strconv.Atoi(strings.TrimSpace(string(b)))
-		return v
-	}
-	if free := read("free_hugepages"); free >= n {
-		return
-	}
-	total := read("nr_hugepages")
-	want := total + n - read("free_hugepages")
-	if err := os.WriteFile(dir+"nr_hugepages", []byte(strconv.Itoa(want)), 0); err != nil {
+	if err := selftest.ReserveHugepages(n); errors.Is(err, selftest.ErrNoHugepages) {
+		t.Skip(err)
+	} else if err != nil {
 		t.Fatal(err)
-	}
-	if free := read("free_hugepages"); free < n {
-		t.Skipf("only %d free hugepages after asking for %d", free, n)
 	}
 }
 
