@@ -932,7 +932,10 @@ func TestVMLeaseNcdevmem(t *testing.T) {
 		c.Close()
 		err = <-exited
 		t.Logf("ncdevmem: %v\n%s", err, out.String())
-		if werr != nil {
+		// A failing ncdevmem exits at the first bad byte and closes with
+		// the rest of the stream unread, which resets the connection: the
+		// write may see that before it has handed over all of the payload.
+		if werr != nil && (wantOK || !(errors.Is(werr, syscall.ECONNRESET) || errors.Is(werr, syscall.EPIPE))) {
 			t.Fatal(werr)
 		}
 		if (err == nil) != wantOK {
