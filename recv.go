@@ -196,10 +196,12 @@ type Receiver struct {
 	// outstanding are the tokens the kernel handed out and not yet got
 	// back; held maps each of those the caller may still release to the
 	// generation of the receive that returned it (0: not releasable, it
-	// is waiting in pending or its release failed).
+	// is waiting in pending or its release failed). pending are the
+	// tokens Done took, waiting for a batch: a set, so that a flush reads
+	// them off as sorted ranges instead of sorting them.
 	outstanding tokenSet
 	held        []uint32
-	pending     []uint32
+	pending     tokenSet
 	batch       int
 	budget      int // buffers the receiver may hold: MaxOutstanding, or the bindings' count, or 4*batch
 	delay       time.Duration
@@ -208,7 +210,7 @@ type Receiver struct {
 	idleArmed   bool
 	stats       ReceiverStats
 	rel         TokenReleaser
-	relTokens   []uint32
+	relTokens   tokenSet // Release's claim
 	relRanges   []TokenRange
 }
 
@@ -331,11 +333,12 @@ func newReceiver(b *Binding, cfg *ReceiverConfig) (*Receiver, error) {
 	presize := min(r.budget, presizeTokens)
 	r.growHeld(uint32(presize))
 	r.outstanding.reserve(uint32(presize))
+	r.pending.reserve(uint32(presize))
+	r.relTokens.reserve(uint32(presize))
 
 	r.bufSize = c.BufferSize
 	r.oob = make([]byte, c.ControlSize)
 	r.frags = make([]Frag, MaxFrags(c.ControlSize))
-	r.pending = make([]uint32, 0, r.batch)
 	if !r.strict {
 		r.buf = make([]byte, c.BufferSize)
 	}
@@ -414,7 +417,7 @@ func (r *Receiver) recvLocked(frags []Frag, buf []byte) (Message, error) {
 	if r.maxOut > 0 {
 		r.mu.Lock()
 		room := r.maxOut - r.outstanding.n
-		if room <= 0 && len(r.pending) > 0 {
+		if room <= 0 && r.pending.n > 0 {
 			r.flushLocked()
 			room = r.maxOut - r.outstanding.n
 		}
@@ -506,12 +509,11 @@ func (r *Receiver) Release(frags []Frag) (freed int, err error) {
 	if r.closed.Load() {
 		return 0, &Error{Op: opDontneed, Err: net.ErrClosed}
 	}
-	r.relTokens = r.relTokens[:0]
 	requested, refused := r.claimLocked(frags, &r.relTokens)
 	if requested == 0 {
 		return 0, nil
 	}
-	freed, err = r.releaseLocked(r.relTokens, requested-refused)
+	freed, err = r.releaseSetLocked(&r.relTokens, requested-refused)
 	if refused > 0 {
 		return freed, &ReleaseError{Requested: requested, Freed: freed, NotOwned: refused}
 	}
@@ -536,7 +538,7 @@ func (r *Receiver) Done(frags []Frag) error {
 	}
 	requested, refused := r.claimLocked(frags, &r.pending)
 	var err error
-	if len(r.pending) >= r.batch {
+	if r.pending.n >= r.batch {
 		err = r.flushLocked()
 	}
 	if refused > 0 {
@@ -555,10 +557,10 @@ func (r *Receiver) Flush() error {
 	return r.flushLocked()
 }
 
-// claimLocked appends to *dst the tokens of frags that the caller may
-// release and marks them released by the caller; it counts the FragDMABuf
-// frags and those refused.
-func (r *Receiver) claimLocked(frags []Frag, dst *[]uint32) (requested, refused int) {
+// claimLocked adds to dst the tokens of frags that the caller may release
+// and marks them released by the caller; it counts the FragDMABuf frags
+// and those refused.
+func (r *Receiver) claimLocked(frags []Frag, dst *tokenSet) (requested, refused int) {
 	for i := range frags {
 		f := &frags[i]
 		if f.Kind != FragDMABuf {
@@ -570,7 +572,7 @@ func (r *Receiver) claimLocked(frags []Frag, dst *[]uint32) (requested, refused 
 			continue
 		}
 		r.held[f.Token] = 0
-		*dst = append(*dst, f.Token)
+		dst.add(f.Token)
 	}
 	return requested, refused
 }
@@ -583,11 +585,10 @@ func (r *Receiver) flushLocked() error {
 		}
 		r.idleArmed = false
 	}
-	if len(r.pending) == 0 {
+	if r.pending.n == 0 {
 		return nil
 	}
-	_, err := r.releaseLocked(r.pending, len(r.pending))
-	r.pending = r.pending[:0]
+	_, err := r.releaseSetLocked(&r.pending, r.pending.n)
 	return err
 }
 
@@ -610,7 +611,7 @@ func (r *Receiver) idleFlush() {
 func (r *Receiver) beforeBlock() (flushIn time.Duration, armed bool) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if len(r.pending) == 0 {
+	if r.pending.n == 0 {
 		return 0, false
 	}
 	if 2*r.outstanding.n >= r.budget {
@@ -652,32 +653,36 @@ func (r *Receiver) resume() {
 	}
 }
 
-// releaseLocked returns tokens (which it sorts) to the kernel, with
-// requested the count the caller expects freed.
-func (r *Receiver) releaseLocked(tokens []uint32, requested int) (int, error) {
-	if len(tokens) == 0 {
+// releaseSetLocked returns the tokens of set to the kernel and empties
+// it, with requested the count the caller expects freed.
+func (r *Receiver) releaseSetLocked(set *tokenSet, requested int) (int, error) {
+	if set.n == 0 {
 		return 0, nil
 	}
-	r.relRanges = CoalesceTokens(r.relRanges[:0], tokens)
+	r.relRanges = set.appendRanges(r.relRanges[:0])
+	set.clear()
+	return r.releaseRangesLocked(r.relRanges, requested)
+}
+
+// releaseRangesLocked returns token ranges to the kernel, counting the
+// calls and what they freed in the stats.
+func (r *Receiver) releaseRangesLocked(rs []TokenRange, requested int) (int, error) {
 	r.rel.mu.Lock()
 	defer r.rel.mu.Unlock()
 	calls := r.rel.calls
-	freed, err := r.rel.releaseLocked(r.relRanges, requested)
+	freed, err := r.rel.releaseLocked(rs, requested)
 	r.stats.DontneedCalls += r.rel.calls - calls
 	r.stats.TokensFreed += uint64(max(freed, 0))
 	return freed, err
 }
 
 // released forgets a batch the kernel accepted (TokenReleaser.afterBatch;
-// r.mu is held).
+// r.mu is held). Their held entries are 0 already: a token is released
+// only after claimLocked or Close cleared it, and no receive can reissue
+// it in between, under r.mu.
 func (r *Receiver) released(batch []TokenRange) {
 	for _, b := range batch {
-		for i := uint32(0); i < b.Count; i++ {
-			t := b.Start + i
-			if r.outstanding.remove(t) && int(t) < len(r.held) {
-				r.held[t] = 0
-			}
-		}
+		r.outstanding.removeRange(b.Start, b.Count)
 	}
 }
 
@@ -711,19 +716,14 @@ func (r *Receiver) Close() error {
 		r.idle.Stop()
 	}
 	r.idleArmed = false
-	r.pending = r.pending[:0]
+	r.pending.clear()
 	clear(r.held)
 	requested := r.outstanding.n
 	if requested == 0 {
 		return nil
 	}
 	r.relRanges = r.outstanding.appendRanges(r.relRanges[:0])
-	r.rel.mu.Lock()
-	defer r.rel.mu.Unlock()
-	calls := r.rel.calls
-	freed, err := r.rel.releaseLocked(r.relRanges, requested)
-	r.stats.DontneedCalls += r.rel.calls - calls
-	r.stats.TokensFreed += uint64(max(freed, 0))
+	_, err := r.releaseRangesLocked(r.relRanges, requested)
 	if errors.Is(err, net.ErrClosed) {
 		r.outstanding = tokenSet{}
 		return nil

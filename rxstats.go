@@ -25,6 +25,6 @@ func (r *Receiver) Stats() ReceiverStats {
 	defer r.mu.Unlock()
 	s := r.stats
 	s.Outstanding = r.outstanding.n
-	s.Pending = len(r.pending)
+	s.Pending = r.pending.n
 	return s
 }

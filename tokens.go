@@ -121,6 +121,34 @@ func (s *tokenSet) remove(t uint32) bool {
 	return true
 }
 
+// removeRange clears the count tokens from start, wrapping at 2^32 as the
+// kernel's arithmetic does, a word at a time.
+func (s *tokenSet) removeRange(start, count uint32) {
+	lo := uint64(start)
+	hi := lo + uint64(count)
+	if hi > 1<<32 {
+		s.removeRange(0, uint32(hi-1<<32))
+		hi = 1 << 32
+	}
+	hi = min(hi, uint64(len(s.words))*64)
+	for lo < hi {
+		w, b := lo/64, lo%64
+		n := min(64-b, hi-lo)
+		mask := ^uint64(0) >> (64 - n) << b
+		s.n -= bits.OnesCount64(s.words[w] & mask)
+		s.words[w] &^= mask
+		lo += n
+	}
+}
+
+// clear empties the set, keeping its words.
+func (s *tokenSet) clear() {
+	if s.n > 0 {
+		clear(s.words)
+		s.n = 0
+	}
+}
+
 // appendRanges appends every outstanding token to dst as sorted ranges.
 func (s *tokenSet) appendRanges(dst []TokenRange) []TokenRange {
 	first := len(dst)

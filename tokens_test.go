@@ -205,3 +205,41 @@ func TestTokenSet(t *testing.T) {
 		t.Fatalf("appendRanges (-want +got):\n%s", diff)
 	}
 }
+
+func TestTokenSetRemoveRange(t *testing.T) {
+	r := rand.New(rand.NewPCG(7, 8))
+	var s tokenSet
+	ref := map[uint32]bool{}
+	for i := 0; i < 5000; i++ {
+		tok := uint32(r.IntN(3000))
+		if s.add(tok) {
+			ref[tok] = true
+		}
+		if r.IntN(4) != 0 {
+			continue
+		}
+		start, count := uint32(r.IntN(3100)), uint32(r.IntN(200))
+		if r.IntN(20) == 0 {
+			// A range that wraps at 2^32 into the low tokens.
+			start, count = math.MaxUint32-uint32(r.IntN(100)), uint32(r.IntN(300))
+		}
+		s.removeRange(start, count)
+		for j := uint32(0); j < count; j++ {
+			delete(ref, start+j)
+		}
+		if s.n != len(ref) {
+			t.Fatalf("after removeRange(%d, %d): n = %d, reference %d", start, count, s.n, len(ref))
+		}
+	}
+	var want []uint32
+	for tok := range ref {
+		want = append(want, tok)
+	}
+	if diff := cmp.Diff(CoalesceTokens(nil, want), s.appendRanges(nil)); diff != "" {
+		t.Fatalf("appendRanges (-want +got):\n%s", diff)
+	}
+	s.clear()
+	if s.n != 0 || len(s.appendRanges(nil)) != 0 {
+		t.Fatalf("clear left %d tokens", s.n)
+	}
+}
