@@ -483,7 +483,8 @@ func driveProfiled(c *config, topo *selftest.Topology, j job, port int) (result,
 	}
 	defer os.RemoveAll(dir)
 	data := filepath.Join(dir, "perf.data")
-	rec := exec.Command(c.perfSystem, "record", "-q", "-a", "-e", "cpu-clock", "-F", "499", "-o", data)
+	// Call graphs, so that the receivers' time can be told by system call.
+	rec := exec.Command(c.perfSystem, "record", "-q", "-a", "-g", "-e", "cpu-clock", "-F", "499", "-o", data)
 	rec.Stdout, rec.Stderr = os.Stderr, os.Stderr
 	if err := rec.Start(); err != nil {
 		return result{}, err

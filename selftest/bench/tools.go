@@ -153,6 +153,17 @@ func printReportLines(out []byte, limit int) {
 	}
 }
 
+// printInclusive prints the receivers' profile by inclusive time (perf's
+// children): where their system calls, the release and the Go scheduler
+// spend it. Percentages are of all samples of the VM; a cpu-clock sample
+// taken in an interrupt counts for the task it interrupted.
+func printInclusive(perf, data, label string) {
+	out, _ := exec.Command(perf, "report", "-i", data, "--stdio", "--children", "-g", "none",
+		"--comms", "fastrx,gorx", "--sort", "sym", "--percent-limit", "1").CombinedOutput()
+	fmt.Printf("--- receiver, inclusive: %s (children, self, symbol)\n", label)
+	printReportLines(out, 60)
+}
+
 // printProfile prints the top of a receiver's profile: by symbol, self time,
 // kernel and user together.
 func printProfile(perf, data, label string) {
@@ -180,6 +191,7 @@ func printProfile(perf, data, label string) {
 		fmt.Printf("--- receiver threads: %s\n%s", label, byTid)
 		fmt.Printf("--- receiver: %s (samples of fastrx or gorx)\n", label)
 		printReportLines(out, 60)
+		printInclusive(perf, data, label)
 	}
 	out, err := exec.Command(perf, "report", "-i", data, "--stdio", "--no-children", "-g", "none",
 		"--sort", sortBy, "--percent-limit", "1").CombinedOutput()
