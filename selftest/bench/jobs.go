@@ -602,18 +602,23 @@ func printStall(topo *selftest.Topology) {
 	show("dmesg", exec.Command("sh", "-c", "dmesg | tail -n 20"))
 }
 
-// printGorxProfile prints gorx's CPU profile (GORX_CPUPROFILE, a file in the
-// VM, whose writes do not reach the host) in base64 between marker lines,
-// for `go tool pprof` on the host.
+// printGorxProfile prints gorx's profiles (GORX_CPUPROFILE, GORX_MEMPROFILE:
+// files in the VM, whose writes do not reach the host) in base64 between
+// marker lines, for `go tool pprof` on the host.
 func printGorxProfile(recv string, j job) {
-	path := os.Getenv("GORX_CPUPROFILE")
-	if path == "" || !strings.HasPrefix(recv, "gorx") {
+	if !strings.HasPrefix(recv, "gorx") {
 		return
 	}
-	b, err := os.ReadFile(path)
-	if err != nil {
-		fmt.Printf("gorx profile: %v\n", err)
-		return
+	for _, kind := range []string{"cpu", "mem"} {
+		path := os.Getenv("GORX_" + strings.ToUpper(kind) + "PROFILE")
+		if path == "" {
+			continue
+		}
+		b, err := os.ReadFile(path)
+		if err != nil {
+			fmt.Printf("gorx profile: %v\n", err)
+			continue
+		}
+		fmt.Printf("--- gorx profile (%s) %s (base64)\n%s\n--- end gorx profile\n", kind, j.label(), base64.StdEncoding.EncodeToString(b))
 	}
-	fmt.Printf("--- gorx profile %s (base64)\n%s\n--- end gorx profile\n", j.label(), base64.StdEncoding.EncodeToString(b))
 }
