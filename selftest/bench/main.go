@@ -203,13 +203,17 @@ func run() error {
 		if gi > 0 {
 			recvs = c.geom2Receivers
 		}
-		single, err := b.single(recvs)
-		if err != nil {
-			restore()
-			return err
+		if len(recvs) == 0 {
+			fmt.Printf("no single-flow receivers for this geometry\n")
+		} else {
+			single, err := b.single(recvs)
+			if err != nil {
+				restore()
+				return err
+			}
+			printSingle(&c, recvs, single)
+			acc = append(acc, acceptance(&c, g.label, single)...)
 		}
-		printSingle(&c, recvs, single)
-		acc = append(acc, acceptance(&c, g.label, single)...)
 		if gi == 0 && len(c.scale) > 0 && len(c.scaleReceivers) > 0 {
 			sc, err := b.scaling()
 			if err != nil {
