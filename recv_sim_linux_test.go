@@ -141,11 +141,7 @@ func (k *simKernel) dontneedCall(fd uintptr) {
 	rel := &k.r.rel
 	freed := 0
 	for _, tr := range rel.batch[:rel.batchN] {
-		for i := uint32(0); i < tr.Count; i++ {
-			if k.used.remove(tr.Start + i) {
-				freed++
-			}
-		}
+		freed += k.used.removeRange(tr.Start, tr.Count)
 	}
 	rel.ret, rel.errno = uintptr(freed), 0
 }

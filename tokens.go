@@ -106,28 +106,14 @@ func (s *tokenSet) add(t uint32) bool {
 	return true
 }
 
-func (s *tokenSet) has(t uint32) bool {
-	w := int(t / 64)
-	return w < len(s.words) && s.words[w]&(uint64(1)<<(t%64)) != 0
-}
-
-// remove clears t and reports whether it was set.
-func (s *tokenSet) remove(t uint32) bool {
-	if !s.has(t) {
-		return false
-	}
-	s.words[t/64] &^= uint64(1) << (t % 64)
-	s.n--
-	return true
-}
-
 // removeRange clears the count tokens from start, wrapping at 2^32 as the
-// kernel's arithmetic does, a word at a time.
-func (s *tokenSet) removeRange(start, count uint32) {
+// kernel's arithmetic does, a word at a time, and returns how many of them
+// were set.
+func (s *tokenSet) removeRange(start, count uint32) (removed int) {
 	lo := uint64(start)
 	hi := lo + uint64(count)
 	if hi > 1<<32 {
-		s.removeRange(0, uint32(hi-1<<32))
+		removed = s.removeRange(0, uint32(hi-1<<32))
 		hi = 1 << 32
 	}
 	hi = min(hi, uint64(len(s.words))*64)
@@ -135,10 +121,13 @@ func (s *tokenSet) removeRange(start, count uint32) {
 		w, b := lo/64, lo%64
 		n := min(64-b, hi-lo)
 		mask := ^uint64(0) >> (64 - n) << b
-		s.n -= bits.OnesCount64(s.words[w] & mask)
+		cleared := bits.OnesCount64(s.words[w] & mask)
+		s.n -= cleared
+		removed += cleared
 		s.words[w] &^= mask
 		lo += n
 	}
+	return removed
 }
 
 // clear empties the set, keeping its words.

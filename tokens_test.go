@@ -183,8 +183,8 @@ func TestTokenSet(t *testing.T) {
 	for i := 0; i < 20000; i++ {
 		tok := uint32(r.IntN(5000))
 		if r.IntN(3) == 0 {
-			if s.remove(tok) != ref[tok] {
-				t.Fatalf("remove(%d) disagrees with the reference", tok)
+			if (s.removeRange(tok, 1) == 1) != ref[tok] {
+				t.Fatalf("removeRange(%d, 1) disagrees with the reference", tok)
 			}
 			delete(ref, tok)
 		} else {
@@ -229,9 +229,16 @@ func TestTokenSetRemoveRange(t *testing.T) {
 			// A range that wraps at 2^32 into the low tokens.
 			start, count = math.MaxUint32-uint32(r.IntN(100)), uint32(r.IntN(300))
 		}
-		s.removeRange(start, count)
+		removed := s.removeRange(start, count)
+		inRef := 0
 		for j := uint32(0); j < count; j++ {
-			delete(ref, start+j)
+			if ref[start+j] {
+				inRef++
+				delete(ref, start+j)
+			}
+		}
+		if removed != inRef {
+			t.Fatalf("removeRange(%d, %d) = %d, reference %d", start, count, removed, inRef)
 		}
 		if s.n != len(ref) {
 			t.Fatalf("after removeRange(%d, %d): n = %d, reference %d", start, count, s.n, len(ref))
