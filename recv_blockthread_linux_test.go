@@ -128,9 +128,11 @@ func TestReceiverBlockThreadNoDeadliner(t *testing.T) {
 	}
 }
 
-// TestReceiverBlockThreadReleaseDelay: the batch waiting goes back
-// ReleaseDelay after the first wait, even when data keeps trickling in so
-// that no single wait lasts that long (as the poller's timer does).
+// TestReceiverBlockThreadReleaseDelay: a small batch waiting goes back
+// maxHoldDelays ReleaseDelays after the first wait when data keeps
+// trickling in so that no single wait lasts a delay (as the poller's timer
+// does), and not at the first delay: waits between packets must not cost
+// a release each.
 func TestReceiverBlockThreadReleaseDelay(t *testing.T) { waitModes(t, receiverReleaseDelayTrickle) }
 
 func receiverReleaseDelayTrickle(t *testing.T, blockThread bool) {
@@ -165,7 +167,11 @@ func receiverReleaseDelayTrickle(t *testing.T, blockThread bool) {
 			if st.DontneedCalls != 1 {
 				t.Fatalf("flushed with %d calls", st.DontneedCalls)
 			}
-			t.Logf("flushed after %v", time.Since(start))
+			took := time.Since(start)
+			t.Logf("flushed after %v", took)
+			if took < (maxHoldDelays-2)*delay {
+				t.Fatalf("3 tokens flushed after %v of a trickle, want about %d ReleaseDelays (%v)", took, maxHoldDelays, delay)
+			}
 			return
 		}
 	}
