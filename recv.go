@@ -87,11 +87,11 @@ type ReceiverConfig struct {
 	// ReleaseDelay bounds how long tokens released with Done wait while
 	// the receiver is idle: when a Recv blocks for lack of data with a
 	// batch waiting, the batch goes back after this long if nothing was
-	// received since. A receiver that keeps receiving sends it then if it
-	// holds 64 tokens or more, else once it has 64 or 8 ReleaseDelays
-	// after the first wait, whichever comes first: so waits between
-	// packets do not make one SO_DEVMEM_DONTNEED per few frags. Default
-	// 10ms.
+	// received since. A receiver that kept receiving sends it then only if
+	// it holds 64 tokens or more, else looks again after each further
+	// delay, and sends it at the latest 8 ReleaseDelays after the first
+	// wait: so waits between packets do not make one SO_DEVMEM_DONTNEED
+	// per few frags. Default 10ms.
 	ReleaseDelay time.Duration
 
 	// BlockThread makes a Recv that finds no data wait in poll(2) on its
@@ -606,18 +606,26 @@ func (r *Receiver) flushLocked() error {
 func (r *Receiver) idleFlush() {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if !r.closed.Load() && r.pending.n > 0 && !r.idleFlushDue(time.Now()) {
+	if r.closed.Load() {
+		r.idleArmed = false
+		return
+	}
+	if now := time.Now(); r.pending.n > 0 && !r.idleFlushDue(now) {
 		// Still receiving, with a small batch: wait another delay.
-		if r.idle != nil {
-			r.idle.Reset(r.delay)
-		} else {
-			r.idleAt = time.Now().Add(r.delay)
-		}
+		r.rearmIdleLocked(now)
 		return
 	}
 	r.idleArmed = false
-	if !r.closed.Load() {
-		r.flushLocked()
+	r.flushLocked()
+}
+
+// rearmIdleLocked schedules the ReleaseDelay flush a delay after now: the
+// timer's, or idleAt with BlockThread.
+func (r *Receiver) rearmIdleLocked(now time.Time) {
+	if r.idle != nil {
+		r.idle.Reset(r.delay)
+	} else {
+		r.idleAt = now.Add(r.delay)
 	}
 }
 
@@ -661,11 +669,7 @@ func (r *Receiver) beforeBlock() (flushIn time.Duration, armed bool) {
 	if !r.idleArmed {
 		r.idleArmed = true
 		r.idleSince, r.idleCalls = time.Now(), r.stats.RecvCalls
-		if r.idle != nil {
-			r.idle.Reset(r.delay)
-		} else {
-			r.idleAt = r.idleSince.Add(r.delay)
-		}
+		r.rearmIdleLocked(r.idleSince)
 	}
 	if r.idle != nil {
 		return 0, false
