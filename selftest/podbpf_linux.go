@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net/netip"
 	"runtime"
+	"sync/atomic"
 	"time"
 	"unsafe"
 
@@ -241,15 +242,24 @@ func loadSchedCls(name string, prog []bpfInsn) (int, error) {
 	}
 	copy(attr.progName[:15], name)
 	// The verifier gives up with EAGAIN when a signal is pending, and the
-	// Go runtime signals its threads (SIGURG preemption) at any time: try
-	// again, as cilium/ebpf does.
+	// Go runtime signals its threads (SIGURG preemption) at any time. With
+	// the asynchronous signals blocked on this thread for the call, those
+	// aimed at it wait until it returns; process-wide ones that still land
+	// here (another thread may have them blocked too) get another try, as
+	// cilium/ebpf gives them, for up to 5 s.
 	var fd uintptr
 	var errno unix.Errno
-	for deadline := time.Now().Add(5 * time.Second); ; {
-		fd, _, errno = unix.Syscall(unix.SYS_BPF, bpfCmdProgLoad, uintptr(unsafe.Pointer(&attr)), unsafe.Sizeof(attr))
-		if errno != unix.EAGAIN || time.Now().After(deadline) {
-			break
+	err := withAsyncSignalsBlocked(func() {
+		for deadline := time.Now().Add(5 * time.Second); ; {
+			fd, _, errno = unix.Syscall(unix.SYS_BPF, bpfCmdProgLoad, uintptr(unsafe.Pointer(&attr)), unsafe.Sizeof(attr))
+			if errno != unix.EAGAIN || time.Now().After(deadline) {
+				break
+			}
+			bpfLoadRetries.Add(1)
 		}
+	})
+	if err != nil {
+		return -1, err
 	}
 	runtime.KeepAlive(insns)
 	runtime.KeepAlive(license)
@@ -259,6 +269,37 @@ func loadSchedCls(name string, prog []bpfInsn) (int, error) {
 	}
 	unix.CloseOnExec(int(fd))
 	return int(fd), nil
+}
+
+// bpfLoadRetries counts the BPF_PROG_LOAD calls that a signal interrupted.
+var bpfLoadRetries atomic.Uint64
+
+// withAsyncSignalsBlocked runs fn on the calling thread with every signal
+// blocked but the synchronous ones a fault raises (a fault with its signal
+// blocked kills the process), and restores the thread's mask after. A
+// thread whose mask could not be restored stays locked, so that the
+// runtime ends it with the goroutine rather than reuse it.
+func withAsyncSignalsBlocked(fn func()) error {
+	runtime.LockOSThread()
+	var block, old unix.Sigset_t
+	bits := uint(unsafe.Sizeof(block.Val[0])) * 8
+	for i := range block.Val {
+		block.Val[i] = ^block.Val[i]
+	}
+	for _, sig := range []unix.Signal{unix.SIGSEGV, unix.SIGBUS, unix.SIGFPE, unix.SIGILL, unix.SIGTRAP} {
+		n := uint(sig) - 1
+		block.Val[n/bits] &^= 1 << (n % bits)
+	}
+	if err := unix.PthreadSigmask(unix.SIG_BLOCK, &block, &old); err != nil {
+		runtime.UnlockOSThread()
+		return fmt.Errorf("block signals: %w", err)
+	}
+	fn()
+	if err := unix.PthreadSigmask(unix.SIG_SETMASK, &old, nil); err != nil {
+		return fmt.Errorf("restore signal mask: %w", err)
+	}
+	runtime.UnlockOSThread()
+	return nil
 }
 
 func clen(b []byte) int {
