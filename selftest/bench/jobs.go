@@ -51,6 +51,10 @@ type result struct {
 	cpu      time.Duration // receiver's user+sys: of the receive loop (fastrx, gorx, tcp) or the whole process (the tools)
 	cpuProc  time.Duration // the whole process's (rusage)
 	cpuSys   time.Duration // of cpu, in the kernel (-1: not reported)
+	// the receive loop's voluntary and involuntary context switches (-1:
+	// not reported): each is a thread going to sleep or being put off
+	// its CPU, which a wait costs besides its system calls
+	cswVol, cswInvol int64
 	vmCPU    time.Duration // every CPU of the VM busy (/proc/stat), sender and softirqs included
 	ncpu     int
 	recvmsg  uint64
@@ -193,6 +197,10 @@ func runJob(c *config, topo *selftest.Topology, ns *nicSetup, j job, port int) (
 	res.cpuSys = -1
 	if v, ok := kv["cpu_sys_us"]; ok {
 		res.cpuSys = time.Duration(v) * time.Microsecond
+	}
+	res.cswVol, res.cswInvol = -1, -1
+	if v, ok := kv["csw_vol"]; ok {
+		res.cswVol, res.cswInvol = v, kv["csw_invol"]
 	}
 	res.allocs, res.steadyRc = -1, 0
 	if v, ok := kv["allocs_steady"]; ok && v >= 0 {

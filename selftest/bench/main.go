@@ -384,8 +384,8 @@ func (b *bench) single(receivers []string) (results, error) {
 				if err != nil {
 					return nil, fmt.Errorf("run %d, %s: %w", r+1, j.label(), err)
 				}
-				fmt.Printf("run %d  %-6s  validation %-3s  %8.2f MB/s  cpu %6.2f s (sys %5.2f)  vm cpu %6.2f s  recvmsg %7d  dontneed %7d  frags %7d  max out %5d\n",
-					r+1, recv, mode, res.mbps(), res.cpu.Seconds(), res.cpuSys.Seconds(), res.vmCPU.Seconds(), res.recvmsg, res.dontneed, res.frags, res.maxOut)
+				fmt.Printf("run %d  %-6s  validation %-3s  %8.2f MB/s  cpu %6.2f s (sys %5.2f)  vm cpu %6.2f s  recvmsg %7d  dontneed %7d  frags %7d  max out %5d  csw %d/%d\n",
+					r+1, recv, mode, res.mbps(), res.cpu.Seconds(), res.cpuSys.Seconds(), res.vmCPU.Seconds(), res.recvmsg, res.dontneed, res.frags, res.maxOut, res.cswVol, res.cswInvol)
 				rs[key(mode, "/", recv)] = append(rs[key(mode, "/", recv)], res)
 			}
 		}

@@ -31,8 +31,10 @@
 // peer port - -P BASE) are request/response: after each -q bytes received it
 // writes a -R byte response. At exit it prints one line:
 //   bytes=N recvmsg=N frags=N linear=N readable=N dontneed=N tokens=N
-//   max_outstanding=N responses=N mismatches=N sum=N cpu_us=N
-// (cpu_us: user+sys of all threads from the last accept to the end) and
+//   max_outstanding=N responses=N mismatches=N sum=N cpu_us=N cpu_sys_us=N
+//   csw_vol=N csw_invol=N
+// (cpu_us: user+sys of all threads from the last accept to the end; csw:
+// their voluntary and involuntary context switches then) and
 // exits 0, or 1 with a message on stderr (validation failure, steering
 // error, a token the kernel did not free).
 //
@@ -550,13 +552,14 @@ int main(int argc, char **argv)
 		fprintf(stderr, "fastrx: %ld tokens not returned\n", outstanding);
 		status = 1;
 	}
-	printf("bytes=%llu recvmsg=%llu frags=%llu linear=%llu readable=%llu dontneed=%llu tokens=%llu max_outstanding=%ld responses=%llu mismatches=%llu sum=%llu cpu_us=%lld cpu_sys_us=%lld\n",
+	printf("bytes=%llu recvmsg=%llu frags=%llu linear=%llu readable=%llu dontneed=%llu tokens=%llu max_outstanding=%ld responses=%llu mismatches=%llu sum=%llu cpu_us=%lld cpu_sys_us=%lld csw_vol=%ld csw_invol=%ld\n",
 	       (unsigned long long)t[0], (unsigned long long)t[1],
 	       (unsigned long long)t[2], (unsigned long long)t[3],
 	       (unsigned long long)t[4], (unsigned long long)t[5],
 	       (unsigned long long)t[6], g_max_outstanding,
 	       (unsigned long long)t[7], (unsigned long long)t[8],
 	       (unsigned long long)t[9], cpu_us(&ru1) - cpu_us(&ru0),
-	       sys_us(&ru1) - sys_us(&ru0));
+	       sys_us(&ru1) - sys_us(&ru0), ru1.ru_nvcsw - ru0.ru_nvcsw,
+	       ru1.ru_nivcsw - ru0.ru_nivcsw);
 	return status;
 }

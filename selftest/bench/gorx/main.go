@@ -136,7 +136,7 @@ func run(c *config, addr string, port, fd int) error {
 		}()
 	}
 	// CPU time from here on: the receive loop, not the setup.
-	cpu0, sys0 := cpuTime()
+	cpu0, sys0, vcsw0, ivcsw0 := cpuTime()
 	st := newStats(c.flows, c.warmup)
 	flows := make([]*flow, c.flows)
 	var wg sync.WaitGroup
@@ -155,9 +155,8 @@ func run(c *config, addr string, port, fd int) error {
 		}()
 	}
 	wg.Wait()
-	cpu, sys := cpuTime()
-	cpu -= cpu0
-	sys -= sys0
+	cpu, sys, vcsw, ivcsw := cpuTime()
+	cpu, sys, vcsw, ivcsw = cpu-cpu0, sys-sys0, vcsw-vcsw0, ivcsw-ivcsw0
 
 	var t flowCounts
 	var errs []error
@@ -171,9 +170,9 @@ func run(c *config, addr string, port, fd int) error {
 	if os.Getenv("GORX_CPUPROFILE") != "" || os.Getenv("GORX_MEMPROFILE") != "" {
 		steady = "n/a" // the profile writer allocates in this process
 	}
-	fmt.Printf("bytes=%d recvmsg=%d frags=%d linear=%d readable=%d dontneed=%d tokens=%d max_outstanding=%d responses=%d mismatches=%d allocs=%d allocs_steady=%s recvmsg_steady=%d cpu_us=%d cpu_sys_us=%d\n",
+	fmt.Printf("bytes=%d recvmsg=%d frags=%d linear=%d readable=%d dontneed=%d tokens=%d max_outstanding=%d responses=%d mismatches=%d allocs=%d allocs_steady=%s recvmsg_steady=%d cpu_us=%d cpu_sys_us=%d csw_vol=%d csw_invol=%d\n",
 		t.bytes, t.recvmsgs, t.frags, t.linear, t.readable, t.dontneed, t.tokens,
-		t.peak, t.responses, t.mismatches, allocs, steady, steadyCalls, cpu, sys)
+		t.peak, t.responses, t.mismatches, allocs, steady, steadyCalls, cpu, sys, vcsw, ivcsw)
 	for _, err := range errs {
 		fmt.Fprintf(os.Stderr, "gorx: %v\n", err)
 	}
@@ -185,9 +184,11 @@ func run(c *config, addr string, port, fd int) error {
 
 func itoa(n int64) string { return strconv.FormatInt(n, 10) }
 
-// cpuTime is the process's user+sys time and its sys time in microseconds.
-func cpuTime() (total, sys int64) {
+// cpuTime is the process's user+sys time and its sys time in
+// microseconds, and its threads' voluntary and involuntary context
+// switches.
+func cpuTime() (total, sys, vcsw, ivcsw int64) {
 	var ru syscall.Rusage
 	syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
-	return (ru.Utime.Nano() + ru.Stime.Nano()) / 1000, ru.Stime.Nano() / 1000
+	return (ru.Utime.Nano() + ru.Stime.Nano()) / 1000, ru.Stime.Nano() / 1000, ru.Nvcsw, ru.Nivcsw
 }
