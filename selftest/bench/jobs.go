@@ -51,10 +51,8 @@ type result struct {
 	cpu      time.Duration // receiver's user+sys: of the receive loop (fastrx, gorx, tcp) or the whole process (the tools)
 	cpuProc  time.Duration // the whole process's (rusage)
 	cpuSys   time.Duration // of cpu, in the kernel (-1: not reported)
-	// the receive loop's voluntary and involuntary context switches (-1:
-	// not reported): each is a thread going to sleep or being put off
-	// its CPU, which a wait costs besides its system calls
-	cswVol, cswInvol int64
+	cswVol   int64         // the receive loop's voluntary context switches (-1: not reported)
+	cswInvol int64         // and involuntary ones
 	vmCPU    time.Duration // every CPU of the VM busy (/proc/stat), sender and softirqs included
 	ncpu     int
 	recvmsg  uint64

@@ -24,10 +24,12 @@
 package main
 
 import (
+	"cmp"
 	"errors"
 	"flag"
 	"fmt"
 	"os"
+	"runtime"
 	"slices"
 	"strconv"
 	"strings"
@@ -159,6 +161,9 @@ func run() error {
 	if err != nil {
 		return err
 	}
+	// Which accelerator: TCG and KVM figures are not comparable, and a host
+	// whose /dev/kvm hangs guests falls back to TCG without a word.
+	fmt.Printf("VM: accelerator %s, %d CPUs\n", cmp.Or(os.Getenv("DEVMEM_VM_ACCEL_USED"), "unknown"), runtime.NumCPU())
 	if c.theirs == "" {
 		c.theirs = topo.CNcdevmem
 	}

@@ -17,6 +17,10 @@ import (
 
 // pickAccel chooses KVM when it really runs a kernel, else TCG.
 // DEVMEM_VM_ACCEL=kvm|tcg (or -accel) skips the probe.
+// accelUsedEnv names the variable that tells the guest's program the
+// accelerator its VM runs on.
+const accelUsedEnv = "DEVMEM_VM_ACCEL_USED"
+
 func pickAccel(requested, kernel string) string {
 	if requested == "" {
 		requested = os.Getenv("DEVMEM_VM_ACCEL")

@@ -92,9 +92,12 @@ func (r *vmRun) boot(ctx context.Context, kernel, dir string, argv []string, sig
 	if strings.Contains(argv[0], "/") && !filepath.IsAbs(argv[0]) {
 		argv[0] = filepath.Join(cwd, argv[0])
 	}
+	accel := pickAccel(r.opts.accel, kernel)
 	j := &job{
-		Argv:      argv,
-		Env:       os.Environ(),
+		Argv: argv,
+		// The program learns which accelerator runs it: a TCG guest's
+		// timings are an emulator's.
+		Env:       append(os.Environ(), accelUsedEnv+"="+accel),
 		Dir:       cwd,
 		Topology:  !r.opts.noTopology,
 		KernelDir: filepath.Dir(kernel),
@@ -106,7 +109,7 @@ func (r *vmRun) boot(ctx context.Context, kernel, dir string, argv []string, sig
 		JobPath:     filepath.Join(dir, "job"),
 		ConsoleSock: filepath.Join(dir, "console.sock"),
 		ControlSock: filepath.Join(dir, "control.sock"),
-		Accel:       pickAccel(r.opts.accel, kernel),
+		Accel:       accel,
 		SMP:         r.opts.smp,
 		Mem:         r.opts.mem,
 	}

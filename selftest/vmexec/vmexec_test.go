@@ -120,7 +120,11 @@ func TestVM(t *testing.T) {
 	})
 	t.Run("EnvironmentAndTopology", func(t *testing.T) {
 		t.Parallel() // each boots its own VM
+		// The accelerator named is the one the guest runs on: kvm-clock
+		// is there under KVM only.
 		script := `test "$DEVMEM_VM" = 1 && test "$VMEXEC_TEST_MARK" = carried && ` +
+			`if grep -qw kvm-clock /sys/devices/system/clocksource/clocksource0/available_clocksource; ` +
+			`then test "$DEVMEM_VM_ACCEL_USED" = kvm; else test "$DEVMEM_VM_ACCEL_USED" = tcg; fi && ` +
 			`ip -n "$DEVMEM_PEER_NETNS" -brief addr show dev "$DEVMEM_PEER_IFNAME" | grep -q "$DEVMEM_PEER_ADDR4" && pwd`
 		os.Setenv("VMEXEC_TEST_MARK", "carried")
 		defer os.Unsetenv("VMEXEC_TEST_MARK")
