@@ -107,7 +107,7 @@ func runJob(c *config, topo *selftest.Topology, ns *nicSetup, j job, port int) (
 			args = append(args, "-v", "7")
 		}
 		args = append(args, "-m", mode)
-	case "fastrx", "gorx", "gorx1", "gorxt":
+	case "fastrx", "gorx", "gorx1", "gorxt", "gorxt1":
 		bin = c.fastrx
 		if recv != "fastrx" {
 			bin = c.gorx
@@ -118,12 +118,12 @@ func runJob(c *config, topo *selftest.Topology, ns *nicSetup, j job, port int) (
 				bin = c.gorxB
 			}
 		}
-		if recv == "gorx1" {
+		if recv == "gorx1" || recv == "gorxt1" {
 			// The same loop on one P: what the Go scheduler's
 			// hand-offs between threads cost.
 			env = []string{"GOMAXPROCS=1"}
 		}
-		if recv == "gorxt" {
+		if recv == "gorxt" || recv == "gorxt1" {
 			// Waiting in poll(2) on the flow's thread, as fastrx
 			// waits in recvmsg, instead of the runtime's poller.
 			args = append(args, "-t")

@@ -70,6 +70,7 @@ var receiverNames = map[string][2]string{ // validation off, on
 	"gorx":   {"library loop (gorx)", "library loop (gorx)"},
 	"gorx1":  {"library loop, GOMAXPROCS=1", "library loop, GOMAXPROCS=1"},
 	"gorxt":  {"library loop, BlockThread", "library loop, BlockThread"},
+	"gorxt1": {"library loop, BlockThread, GOMAXPROCS=1", "library loop, BlockThread, GOMAXPROCS=1"},
 }
 
 func receiverName(recv string, on bool) string {
