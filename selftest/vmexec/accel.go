@@ -15,12 +15,12 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// pickAccel chooses KVM when it really runs a kernel, else TCG.
-// DEVMEM_VM_ACCEL=kvm|tcg (or -accel) skips the probe.
 // accelUsedEnv names the variable that tells the guest's program the
 // accelerator its VM runs on.
 const accelUsedEnv = "DEVMEM_VM_ACCEL_USED"
 
+// pickAccel chooses KVM when it really runs a kernel, else TCG.
+// DEVMEM_VM_ACCEL=kvm|tcg (or -accel) skips the probe.
 func pickAccel(requested, kernel string) string {
 	if requested == "" {
 		requested = os.Getenv("DEVMEM_VM_ACCEL")
