@@ -190,5 +190,5 @@ func itoa(n int64) string { return strconv.FormatInt(n, 10) }
 func cpuTime() (total, sys, vcsw, ivcsw int64) {
 	var ru syscall.Rusage
 	syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
-	return (ru.Utime.Nano() + ru.Stime.Nano()) / 1000, ru.Stime.Nano() / 1000, ru.Nvcsw, ru.Nivcsw
+	return (ru.Utime.Nano() + ru.Stime.Nano()) / 1000, ru.Stime.Nano() / 1000, int64(ru.Nvcsw), int64(ru.Nivcsw)
 }
