@@ -131,3 +131,24 @@ func TestFastrxValidates(t *testing.T) {
 	}
 	_ = os.Remove(bin)
 }
+
+func TestCPUBusy(t *testing.T) {
+	total, per := cpuBusy()
+	if len(per) == 0 {
+		t.Skip("no per-CPU lines in /proc/stat")
+	}
+	var sum time.Duration
+	for _, b := range per {
+		sum += b
+	}
+	// The total line is the per-CPU lines summed, read in the same pass;
+	// allow a tick per CPU for rounding in the kernel's output.
+	if d := total - sum; d < -time.Duration(len(per))*10*time.Millisecond || d > time.Duration(len(per))*10*time.Millisecond {
+		t.Errorf("total %v, per-CPU sum %v", total, sum)
+	}
+	before := []time.Duration{1 * time.Second, 5 * time.Second, 2 * time.Second}
+	after := []time.Duration{2 * time.Second, 5 * time.Second, 4 * time.Second, 9 * time.Second} // a CPU missing from the first reading is left out
+	if got := busiest(before, after); got != 2*time.Second {
+		t.Errorf("busiest = %v, want 2s", got)
+	}
+}

@@ -55,6 +55,7 @@ type result struct {
 	cswInvol int64         // and involuntary ones
 	vmCPU    time.Duration // every CPU of the VM busy (/proc/stat), sender and softirqs included
 	ncpu     int
+	vmCPUMax time.Duration // the busiest CPU's busy time
 	recvmsg  uint64
 	dontneed uint64
 	frags    uint64
@@ -331,25 +332,21 @@ func (j job) label() string {
 	return s
 }
 
-// cpuBusy is the busy time of all CPUs from /proc/stat, and their number.
-func cpuBusy() (time.Duration, int) {
+// cpuBusy is the busy time of every CPU from /proc/stat, and of all of
+// them together.
+func cpuBusy() (total time.Duration, perCPU []time.Duration) {
 	f, err := os.Open("/proc/stat")
 	if err != nil {
-		return 0, 0
+		return 0, nil
 	}
 	defer f.Close()
 	s := bufio.NewScanner(f)
-	var busy time.Duration
-	n := 0
 	for s.Scan() {
 		fields := strings.Fields(s.Text())
 		if len(fields) < 8 || !strings.HasPrefix(fields[0], "cpu") {
 			continue
 		}
-		if fields[0] != "cpu" {
-			n++
-			continue
-		}
+		var busy time.Duration
 		for i, v := range fields[1:] {
 			if i == 3 || i == 4 { // idle, iowait
 				continue
@@ -360,8 +357,24 @@ func cpuBusy() (time.Duration, int) {
 			t, _ := strconv.ParseInt(v, 10, 64)
 			busy += time.Duration(t) * (time.Second / 100) // USER_HZ
 		}
+		if fields[0] == "cpu" {
+			total = busy
+		} else {
+			perCPU = append(perCPU, busy)
+		}
 	}
-	return busy, n
+	return total, perCPU
+}
+
+// busiest is the largest busy time one CPU gained between two cpuBusy
+// readings: a single CPU near the wall time is what serializes a job
+// whose other CPUs idle.
+func busiest(before, after []time.Duration) time.Duration {
+	var m time.Duration
+	for i := range min(len(before), len(after)) {
+		m = max(m, after[i]-before[i])
+	}
+	return m
 }
 
 // patternBlock is the ncdevmem -v 7 stream (1..6 then '\n') in a block whose
@@ -414,7 +427,7 @@ func drive(topo *selftest.Topology, j job, port int) (result, error) {
 	}
 	bulk := j.flows - j.rrFlows
 	var res result
-	busy0, ncpu := cpuBusy()
+	busy0, per0 := cpuBusy()
 	start := time.Now()
 	var wg sync.WaitGroup
 	errs := make([]error, j.flows)
@@ -451,8 +464,8 @@ func drive(topo *selftest.Topology, j job, port int) (result, error) {
 	}
 	wg.Wait()
 	res.wall = time.Since(start)
-	busy1, _ := cpuBusy()
-	res.vmCPU, res.ncpu = busy1-busy0, ncpu
+	busy1, per1 := cpuBusy()
+	res.vmCPU, res.ncpu, res.vmCPUMax = busy1-busy0, len(per1), busiest(per0, per1)
 	for i, err := range errs {
 		if err != nil {
 			if errors.Is(err, os.ErrDeadlineExceeded) {
