@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -133,18 +134,24 @@ func TestFastrxValidates(t *testing.T) {
 }
 
 func TestCPUBusy(t *testing.T) {
-	total, per := cpuBusy()
-	if len(per) == 0 {
-		t.Skip("no per-CPU lines in /proc/stat")
+	// /proc/stat in USER_HZ ticks: user nice system idle iowait irq
+	// softirq steal guest guest_nice; idle and iowait are not busy, guest
+	// time is in user already.
+	const stat = `cpu  300 10 200 9000 50 5 15 0 7 0
+cpu0 100 10 50 4500 25 5 10 0 7 0
+cpu1 200 0 150 4500 25 0 5 0 0 0
+intr 12345 0 0
+ctxt 999
+`
+	total, per := parseStat(strings.NewReader(stat))
+	if want := 530 * 10 * time.Millisecond; total != want {
+		t.Errorf("total = %v, want %v", total, want)
 	}
-	var sum time.Duration
-	for _, b := range per {
-		sum += b
+	if want := []time.Duration{175 * 10 * time.Millisecond, 355 * 10 * time.Millisecond}; !slices.Equal(per, want) {
+		t.Errorf("per CPU = %v, want %v", per, want)
 	}
-	// The total line is the per-CPU lines summed, read in the same pass;
-	// allow a tick per CPU for rounding in the kernel's output.
-	if d := total - sum; d < -time.Duration(len(per))*10*time.Millisecond || d > time.Duration(len(per))*10*time.Millisecond {
-		t.Errorf("total %v, per-CPU sum %v", total, sum)
+	if _, per := cpuBusy(); len(per) == 0 {
+		t.Error("no per-CPU lines read from /proc/stat")
 	}
 	before := []time.Duration{1 * time.Second, 5 * time.Second, 2 * time.Second}
 	after := []time.Duration{2 * time.Second, 5 * time.Second, 4 * time.Second, 9 * time.Second} // a CPU missing from the first reading is left out

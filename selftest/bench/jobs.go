@@ -340,7 +340,12 @@ func cpuBusy() (total time.Duration, perCPU []time.Duration) {
 		return 0, nil
 	}
 	defer f.Close()
-	s := bufio.NewScanner(f)
+	return parseStat(f)
+}
+
+// parseStat reads the cpu lines of /proc/stat.
+func parseStat(r io.Reader) (total time.Duration, perCPU []time.Duration) {
+	s := bufio.NewScanner(r)
 	for s.Scan() {
 		fields := strings.Fields(s.Text())
 		if len(fields) < 8 || !strings.HasPrefix(fields[0], "cpu") {
