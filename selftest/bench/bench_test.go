@@ -67,6 +67,37 @@ func TestMedian(t *testing.T) {
 	}
 }
 
+func TestPairedRatios(t *testing.T) {
+	mb := func(v ...float64) []result {
+		rs := make([]result, len(v))
+		for i, x := range v {
+			rs[i] = result{bytes: int64(x * 1e6), wall: time.Second}
+		}
+		return rs
+	}
+	// The host slows down between rounds: every receiver's figure moves,
+	// the ratio within a round does not.
+	a, b := mb(90, 45, 60), mb(100, 50, 50)
+	med, lo, hi, ok := pairedRatios(a, b, result.mbps)
+	if !ok || med != 0.9 || lo != 0.9 || hi != 1.2 {
+		t.Errorf("pairedRatios = %v %v–%v %v, want median 0.9, range 0.9–1.2", med, lo, hi, ok)
+	}
+	// Rounds beyond the shorter list are left out; even counts average.
+	med, lo, hi, ok = pairedRatios(mb(1, 3, 7), mb(1, 1), result.mbps)
+	if !ok || med != 2 || lo != 1 || hi != 3 {
+		t.Errorf("pairedRatios over 2 rounds = %v %v–%v %v, want 2, 1–3", med, lo, hi, ok)
+	}
+	if _, _, _, ok := pairedRatios(mb(1), mb(0), result.mbps); ok {
+		t.Error("a zero divisor gave a ratio")
+	}
+	if _, _, _, ok := pairedRatios(nil, mb(1), result.mbps); ok {
+		t.Error("no common round gave a ratio")
+	}
+	if got := pairedNote(a, b, result.mbps); got != " (round by round 0.90–1.20, median 0.90)" {
+		t.Errorf("pairedNote = %q", got)
+	}
+}
+
 // TestFastrxValidates runs fastrx's plain TCP mode on loopback: a correct
 // stream passes, one wrong byte fails with its offset. The devmem mode is
 // exercised in the VM by make bench, which checks bytes and mismatches.
