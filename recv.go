@@ -105,10 +105,11 @@ type ReceiverConfig struct {
 	// being closed, are seen within 10ms, and the conn's Close waits
 	// that long for a Recv in flight. The ReleaseDelay flush is made by
 	// the waiting Recv itself. Since such a receive loop never parks, Recv
-	// yields the goroutine's P every 5ms (runtime.Gosched), so that the
-	// runtime does not take it for a CPU hog and preempt it or take its P
-	// away every 10ms (a receiver whose socket never runs dry does the
-	// same in either mode).
+	// yields the goroutine's P every 5ms (as runtime.Gosched does, but on
+	// its own P and waking no other thread), so that the runtime does not
+	// take it for a CPU hog and preempt it or take its P away every 10ms
+	// (a receiver whose socket never runs dry does the same in either
+	// mode).
 	BlockThread bool
 }
 

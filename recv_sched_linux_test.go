@@ -6,6 +6,7 @@ import (
 	"net"
 	"os"
 	"os/exec"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -23,7 +24,8 @@ import (
 // every 20 µs for a millisecond and more: thousands of wake-ups a second
 // where a C receiver causes none. The Receiver yields to the scheduler
 // itself often enough that none of that starts, and sysmon backs off to
-// its 10 ms sleeps.
+// its 10 ms sleeps. An idle connection too: its receiver waits in
+// pollSlice-long polls, each a system call sysmon would take the P from.
 //
 // The sender is another process, so that this one does nothing but the
 // receive. sysmon is the thread found sleeping in nanosleep(2): the
@@ -39,6 +41,7 @@ func TestReceiverYieldsToScheduler(t *testing.T) {
 	}{
 		{"thread/trickle", true, "while :; do printf x; sleep 0.002; done"},
 		{"thread/flood", true, "exec cat /dev/zero"},
+		{"thread/idle", true, "exec sleep 100"},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			sysmon, calls := receiveFromProcess(t, c.blockThread, c.sender, time.Second)
@@ -50,6 +53,58 @@ func TestReceiverYieldsToScheduler(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestYieldWakesNoThread: the receive loop's yield gives up the P without
+// waking another thread. runtime.Gosched wakes an idle P's thread (wakep),
+// which looks for work, finds none and sleeps again: a voluntary context
+// switch per yield and tens of µs of futex wake-up. goyield queues the
+// goroutine on its own P and wakes nobody. Gosched does not wake a thread
+// every time (in some rounds the runtime has none to wake), so rounds where
+// it did are compared; the rest of the count is sysmon's sleeps.
+func TestYieldWakesNoThread(t *testing.T) {
+	if runtime.GOMAXPROCS(0) < 2 {
+		t.Skip("needs an idle P to wake: GOMAXPROCS < 2")
+	}
+	perYield := func(yield func()) float64 {
+		const n = 200
+		yield() // the idle P's thread exists and sleeps
+		time.Sleep(time.Millisecond)
+		before := voluntarySwitches(t)
+		for range n {
+			// Work between yields, as a receive loop has: long enough
+			// for a woken thread to go back to sleep.
+			for st := time.Now(); time.Since(st) < time.Millisecond; {
+			}
+			yield()
+		}
+		return float64(voluntarySwitches(t)-before) / n
+	}
+	var s recvSys
+	ours := func() { s.yieldedAt = -yieldEvery; s.yield() } // made due every time
+	compared := 0
+	for range 5 {
+		gosched, recv := perYield(runtime.Gosched), perYield(ours)
+		t.Logf("voluntary context switches per yield: runtime.Gosched %.2f, the receiver's %.2f", gosched, recv)
+		if gosched < 0.8 {
+			continue
+		}
+		compared++
+		if recv > gosched/2 {
+			t.Errorf("the receiver's yield caused %.2f voluntary context switches per call, runtime.Gosched %.2f: it wakes a thread too", recv, gosched)
+		}
+	}
+	if compared == 0 {
+		t.Skip("runtime.Gosched woke no thread per call in any round: nothing to compare")
+	}
+}
+
+func voluntarySwitches(t *testing.T) int64 {
+	var ru unix.Rusage
+	if err := unix.Getrusage(unix.RUSAGE_SELF, &ru); err != nil {
+		t.Fatal(err)
+	}
+	return int64(ru.Nvcsw)
 }
 
 // receiveFromProcess receives what a shell command writes to the other end
