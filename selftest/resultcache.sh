@@ -10,7 +10,7 @@
 # ${XDG_CACHE_HOME:-~/.cache}/devmem/results/NAME-KEY; a failure is not.
 #
 # DEVMEM_RERUN=1 (what .ci/run sets) runs COMMAND even then (and records
-# its pass like any other).
+# its pass like any other). Under make -n nothing is recorded.
 set -euo pipefail
 
 name=$1
@@ -18,7 +18,11 @@ shift
 cache=${XDG_CACHE_HOME:-$HOME/.cache}/devmem/results
 root=$(git rev-parse --show-toplevel 2>/dev/null || true)
 
-if [[ -z $root ]]; then
+# make -n runs this script too (its line runs $(MAKE)), and the COMMAND it
+# runs only prints: that is no pass to record. make puts its one-letter
+# flags first in MAKEFLAGS ("n", "kn -- X=1"; " --..." when there are none).
+makeflags=${MAKEFLAGS:-}
+if [[ -z $root || (${makeflags%% *} != -* && ${makeflags%% *} == *n*) ]]; then
 	exec "$@"
 fi
 
