@@ -58,11 +58,14 @@ var monoEpoch = time.Now()
 // scheduler, which starts a new slice for it: with nothing else to run it
 // comes back on the same thread at once, otherwise the others get their
 // turn, as they would after a preemption.
-func (s *recvSys) yield() {
-	if now := time.Since(monoEpoch); now-s.yieldedAt >= yieldEvery {
+// It returns the time it read, on the same clock as yieldedAt.
+func (s *recvSys) yield() time.Duration {
+	now := time.Since(monoEpoch)
+	if now-s.yieldedAt >= yieldEvery {
 		s.yieldedAt = now
 		goyield()
 	}
+	return now
 }
 
 // goyield is the runtime's runtime.Gosched without the wake-up. Gosched
@@ -81,12 +84,20 @@ func (s *recvSys) yield() {
 //go:linkname goyield runtime.goyield
 func goyield()
 
-// pollSlice bounds one poll(2) of a BlockThread receiver. Between slices
-// the receiver goes back through the runtime's poller bookkeeping
-// (RawConn.Read), which is where a closed conn and a read deadline are
-// seen: so a conn closed under a blocked Recv (its Close waits for the
-// read in flight) and a deadline are noticed within this long.
+// pollSlice bounds how long a BlockThread receiver waits before it goes
+// back through the runtime's poller bookkeeping (RawConn.Read), which is
+// where a closed conn and a read deadline are seen: so a conn closed under
+// a blocked Recv (its Close waits for the read in flight) and a deadline
+// are noticed within this long.
 const pollSlice = 10 * time.Millisecond
+
+// pollAfterYield bounds each poll(2) to end this long after the last
+// yield, so that a wait, however long, never leaves the goroutine
+// unscheduled for the runtime's 10 ms: a poll that starts just before the
+// next yield is due would otherwise run to 5 + 10 ms, and sysmon would
+// take the P from the system call and poll every 20 µs for a millisecond
+// and more (TestReceiverYieldsToScheduler's 9 ms trickle).
+const pollAfterYield = 8 * time.Millisecond
 
 func (r *Receiver) initSys() error {
 	r.readFn = r.recvmsg
@@ -168,6 +179,7 @@ func (r *Receiver) tryRecvmsg(fd uintptr) bool {
 func (r *Receiver) recvmsgBlocking(fd uintptr) bool {
 	s := &r.sys
 	s.woken, s.sliceOver = false, false
+	var sliceEnd time.Duration // from the first wait
 	for {
 		if !s.drained {
 			if r.tryRecvmsg(fd) {
@@ -186,7 +198,11 @@ func (r *Receiver) recvmsgBlocking(fd uintptr) bool {
 			}
 			wait = min(wait, d)
 		}
-		s.yield()
+		now := s.yield()
+		if sliceEnd == 0 {
+			sliceEnd = now + pollSlice
+		}
+		wait = max(0, min(wait, sliceEnd-now, s.yieldedAt+pollAfterYield-now))
 		s.pfds[0] = unix.PollFd{Fd: int32(fd), Events: unix.POLLIN}
 		s.pfds[1] = unix.PollFd{Fd: int32(s.waker.fd), Events: unix.POLLIN}
 		s.timeout = unix.NsecToTimespec(int64(wait))
@@ -202,9 +218,13 @@ func (r *Receiver) recvmsgBlocking(fd uintptr) bool {
 				s.woken = true
 				return true
 			}
-		case s.pfds[0].Revents == 0 && wait == pollSlice:
+		case s.pfds[0].Revents == 0 && now+wait >= sliceEnd:
 			s.sliceOver = true
 			return true
+		case s.pfds[0].Revents == 0:
+			// A shorter poll ran out (the next yield, the delayed
+			// flush): still dry, so poll again without a recvmsg.
+			s.drained = true
 		}
 	}
 }

@@ -38,17 +38,21 @@ func TestReceiverYieldsToScheduler(t *testing.T) {
 		name        string
 		blockThread bool
 		sender      string
+		maxSysmon   int64
 	}{
-		{"thread/trickle", true, "while :; do printf x; sleep 0.002; done"},
-		{"thread/flood", true, "exec cat /dev/zero"},
-		{"thread/idle", true, "exec sleep 100"},
+		// Without the yields: thousands.
+		{"thread/trickle", true, "while :; do printf x; sleep 0.002; done", 1000},
+		{"thread/flood", true, "exec cat /dev/zero", 1000},
+		{"thread/idle", true, "exec sleep 100", 1000},
+		// Waits of 9 ms, each starting up to 5 ms after the last yield:
+		// 600-1100 while a poll could outlast the runtime's 10 ms.
+		{"thread/trickle9ms", true, "while :; do printf x; sleep 0.009; done", 400},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			sysmon, calls := receiveFromProcess(t, c.blockThread, c.sender, time.Second)
 			t.Logf("%d Recv calls; sysmon woke %d times", calls, sysmon)
-			// Without the yields: thousands. With them sysmon sleeps
-			// 10 ms at a time: about 100.
-			if sysmon > 1000 {
+			// With them sysmon sleeps 10 ms at a time: about 100.
+			if sysmon > c.maxSysmon {
 				t.Errorf("sysmon woke %d times in 1 s of receiving: it keeps retaking the receiver's P", sysmon)
 			}
 		})
