@@ -73,10 +73,10 @@ func (s *recvSys) yield() time.Duration {
 // to look for work (goschedImpl: globrunqput, wakep; Go 1.26): a futex
 // wake-up per yield, a thread that spins and goes back to sleep, and now
 // and then the goroutine taken to that thread. A receive loop runs alone,
-// so there is always an idle P to wake. Measured on this project's 2-CPU
-// host (docs/PERFORMANCE.md), a yield every 5 ms: Gosched 22-36 µs and
-// one voluntary context switch per call, goyield 1-6 µs and none; in the
-// TCG VM 122-166 µs against 22-24 µs. goyield queues the goroutine on its
+// so there is always an idle P to wake. BenchmarkYield on this project's
+// 2-CPU host: Gosched 22-26 µs and one voluntary context switch per call,
+// goyield 1.5 µs and none; in the TCG VM 63-71 µs against 7-9 µs
+// (docs/PERFORMANCE.md). goyield queues the goroutine on its
 // own P (runqput, not runnext, so the scheduler still counts a new slice)
 // and wakes nobody. The runtime keeps it for the packages that link to it
 // (go.dev/issue/67401: "Do not remove or change the type signature").
