@@ -24,8 +24,8 @@ import (
 // every 20 µs for a millisecond and more: thousands of wake-ups a second
 // where a C receiver causes none. The Receiver yields to the scheduler
 // itself often enough that none of that starts, and sysmon backs off to
-// its 10 ms sleeps. An idle connection too: its receiver waits in
-// pollSlice-long polls, each a system call sysmon would take the P from.
+// its 10 ms sleeps. An idle connection too: its receiver waits in polls of
+// up to 8 ms, each a system call sysmon could take the P from.
 //
 // The sender is another process, so that this one does nothing but the
 // receive. sysmon is the thread found sleeping in nanosleep(2): the

@@ -12,12 +12,17 @@ import (
 )
 
 func median(rs []result, f func(result) float64) float64 {
-	if len(rs) == 0 {
-		return 0
-	}
 	v := make([]float64, len(rs))
 	for i, r := range rs {
 		v[i] = f(r)
+	}
+	return medianOf(v)
+}
+
+// medianOf sorts v and returns its median (0 when empty).
+func medianOf(v []float64) float64 {
+	if len(v) == 0 {
+		return 0
 	}
 	slices.Sort(v)
 	if len(v)%2 == 1 {
@@ -45,11 +50,7 @@ func pairedRatios(a, b []result, f func(result) float64) (med, lo, hi float64, o
 	if len(v) == 0 {
 		return 0, 0, 0, false
 	}
-	slices.Sort(v)
-	med = v[len(v)/2]
-	if len(v)%2 == 0 {
-		med = (v[len(v)/2-1] + med) / 2
-	}
+	med = medianOf(v) // sorts v
 	return med, v[0], v[len(v)-1], true
 }
 
