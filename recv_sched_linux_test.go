@@ -78,14 +78,12 @@ func TestYieldWakesNoThread(t *testing.T) {
 		for range n {
 			// Work between yields, as a receive loop has: long enough
 			// for a woken thread to go back to sleep.
-			for st := time.Now(); time.Since(st) < time.Millisecond; {
-			}
+			spin(time.Millisecond)
 			yield()
 		}
 		return float64(voluntarySwitches(t)-before) / n
 	}
-	var s recvSys
-	ours := func() { s.yieldedAt = -yieldEvery; s.yield() } // made due every time
+	ours := receiverYield()
 	compared := 0
 	for range 5 {
 		gosched, recv := perYield(runtime.Gosched), perYield(ours)
@@ -109,20 +107,18 @@ func TestYieldWakesNoThread(t *testing.T) {
 // alone, vcsw/op the process's voluntary context switches per yield (a
 // woken thread going back to sleep; sysmon's sleeps are in both).
 func BenchmarkYield(b *testing.B) {
-	var s recvSys
 	for _, bc := range []struct {
 		name  string
 		yield func()
 	}{
 		{"Gosched", runtime.Gosched},
-		{"receiver", func() { s.yieldedAt = -yieldEvery; s.yield() }},
+		{"receiver", receiverYield()},
 	} {
 		b.Run(bc.name, func(b *testing.B) {
 			var in time.Duration
 			sw := voluntarySwitches(b)
 			for b.Loop() {
-				for st := time.Now(); time.Since(st) < time.Millisecond; {
-				}
+				spin(time.Millisecond)
 				t0 := time.Now()
 				bc.yield()
 				in += time.Since(t0)
@@ -130,6 +126,18 @@ func BenchmarkYield(b *testing.B) {
 			b.ReportMetric(float64(in.Nanoseconds())/float64(b.N), "ns/op")
 			b.ReportMetric(float64(voluntarySwitches(b)-sw)/float64(b.N), "vcsw/op")
 		})
+	}
+}
+
+// receiverYield is the receive loop's yield, made due at every call.
+func receiverYield() func() {
+	var s recvSys
+	return func() { s.yieldedAt = -yieldEvery; s.yield() }
+}
+
+// spin keeps the CPU busy for d.
+func spin(d time.Duration) {
+	for st := time.Now(); time.Since(st) < d; {
 	}
 }
 

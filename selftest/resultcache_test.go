@@ -30,6 +30,10 @@ func TestResultCache(t *testing.T) {
 		os.Remove(marker)
 		return err == nil
 	}
+	recorded := func() []string {
+		m, _ := filepath.Glob(filepath.Join(cache, "devmem/results/rctest-*"))
+		return m
+	}
 	touch := "touch " + marker
 
 	for _, flags := range []string{"n", "kn -- X=1", "n -j2 --jobserver-auth=3,4"} {
@@ -37,12 +41,12 @@ func TestResultCache(t *testing.T) {
 		if !ran() {
 			t.Fatalf("MAKEFLAGS=%q: the command did not run", flags)
 		}
-		if m, _ := filepath.Glob(filepath.Join(cache, "devmem/results/rctest-*")); len(m) != 0 {
+		if m := recorded(); len(m) != 0 {
 			t.Fatalf("MAKEFLAGS=%q (make -n): a pass was recorded: %v", flags, m)
 		}
 	}
 	run("", "exit 1")
-	if m, _ := filepath.Glob(filepath.Join(cache, "devmem/results/rctest-*")); len(m) != 0 {
+	if m := recorded(); len(m) != 0 {
 		t.Fatalf("a failure was recorded: %v", m)
 	}
 	for _, flags := range []string{"", " --no-print-directory", "k"} {
